@@ -15,7 +15,9 @@ class BuildWithStubs(build_py):
     """build_py that first writes the generated CSI stubs next to the package sources."""
 
     def run(self) -> None:
-        spec = importlib.util.spec_from_file_location("csi_generate", ROOT / "csi-spec" / "generate.py")
+        spec = importlib.util.spec_from_file_location(
+            "csi_generate", ROOT / "csi-spec" / "generate.py"
+        )
         assert spec is not None and spec.loader is not None
         module = importlib.util.module_from_spec(spec)
         spec.loader.exec_module(module)

@@ -40,7 +40,11 @@ def fetch_proto(pin: dict[str, str]) -> bytes:
         env = dict(os.environ, GO111MODULE="on", GOFLAGS="-mod=mod")
         out = subprocess.run(
             [go, "mod", "download", "-json", ref],
-            cwd=tmp, env=env, check=True, capture_output=True, text=True,
+            cwd=tmp,
+            env=env,
+            check=True,
+            capture_output=True,
+            text=True,
         ).stdout
     info = json.loads(out)
     if info.get("Error"):

@@ -50,6 +50,10 @@ class Unavailable(DriverError):
     code = grpc.StatusCode.UNAVAILABLE
 
 
+class Unimplemented(DriverError):
+    code = grpc.StatusCode.UNIMPLEMENTED
+
+
 class Internal(DriverError):
     code = grpc.StatusCode.INTERNAL
 
