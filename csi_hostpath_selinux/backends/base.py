@@ -1,0 +1,145 @@
+"""The one small interface every kind of volume implements.
+
+A backend owns where a volume's data lives and how it is mounted at the staging path. Everything
+that is the same for every kind (request validation, SELinux label checks and verification,
+publishing by bind mount, the catalog, locking) lives in the controller and node layers, so a
+vendor adds a kind of storage by adding one module here and registering it in `__init__`.
+"""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import ClassVar
+
+from ..errors import FailedPrecondition, InvalidArgument
+from ..models import AccessType, HealthIssue, Volume
+from ..mounts import Mounter
+from ..selinux import MountFlags
+
+
+@dataclass(frozen=True)
+class BackendEnv:
+    """What a backend may touch: its own directories under the state directory, and the mounter."""
+
+    state_dir: Path
+    mounter: Mounter
+
+    @property
+    def volumes_dir(self) -> Path:
+        return self.state_dir / "volumes"
+
+    @property
+    def snapshots_dir(self) -> Path:
+        return self.state_dir / "snapshots"
+
+    @property
+    def work_dir(self) -> Path:
+        """Private mount points for controller work on network shares."""
+        return self.state_dir / "work"
+
+
+@dataclass(frozen=True)
+class StageRequest:
+    volume: Volume
+    staging_path: str  # the validated staging path, as kubelet sent it
+    mount_target: str  # /proc/self/fd/N of that directory, opened without following symlinks
+    flags: MountFlags  # parsed mount flags, SELinux options included
+    secrets: Mapping[str, str]
+    read_only: bool
+    #: VolumeCapability.mount.volume_mount_group: the pod's fsGroup, for kinds that apply it
+    #: through a mount option (CIFS); "" when not given.
+    mount_group: str = ""
+
+
+class Backend(abc.ABC):
+    """One kind of volume."""
+
+    kind: ClassVar[str]
+    #: The backend mounts with a util-linux helper, which drops SELinux options silently
+    #: unless selinuxfs is visible read-write (see DESIGN.md); local kinds use mount(2).
+    uses_mount_helper: ClassVar[bool] = False
+    #: A context= mount gives the volume its own label (False for bind-mounted directories).
+    can_label: ClassVar[bool] = True
+    supports_block: ClassVar[bool] = False
+    #: fs_type values a request may name for this kind ("" always means the default).
+    fs_types: ClassVar[tuple[str, ...]] = ()
+    default_fs_type: ClassVar[str] = ""
+    #: Why a label is impossible, for the error a pod author reads.
+    no_label_reason: ClassVar[str] = ""
+
+    def __init__(self, env: BackendEnv) -> None:
+        self.env = env
+
+    def check_parameters(self, parameters: Mapping[str, str]) -> dict[str, str]:
+        """Validate the StorageClass parameters this kind understands; return what to store."""
+        unknown = sorted(set(parameters) - self.known_parameters())
+        if unknown:
+            raise InvalidArgument(
+                f"unknown parameter {unknown[0]!r} for volumes of kind {self.kind!r}; "
+                f"known: {', '.join(sorted(self.known_parameters())) or 'none'}"
+            )
+        return dict(parameters)
+
+    def known_parameters(self) -> set[str]:
+        return set()
+
+    def check_fs_type(self, fs_type: str, access_type: AccessType) -> str:
+        """Return the fs type to use for a request naming fs_type (may be "")."""
+        if access_type is AccessType.BLOCK:
+            if not self.supports_block:
+                raise InvalidArgument(f"volumes of kind {self.kind!r} do not support block access")
+            return ""
+        if not fs_type:
+            return self.default_fs_type
+        if self.fs_types and fs_type not in self.fs_types:
+            raise InvalidArgument(
+                f"fsType {fs_type!r} is not supported for volumes of kind {self.kind!r}; "
+                f"use one of: {', '.join(self.fs_types)}"
+            )
+        return fs_type if self.fs_types else self.default_fs_type
+
+    def minimum_bytes(self, fs_type: str) -> int:
+        return 0
+
+    @abc.abstractmethod
+    def create(self, volume: Volume, secrets: Mapping[str, str], source: Path | None) -> None:
+        """Allocate the volume's storage; source is a snapshot or volume image to copy from."""
+
+    @abc.abstractmethod
+    def delete(self, volume: Volume, secrets: Mapping[str, str]) -> None:
+        """Release the volume's storage; a missing one is not an error."""
+
+    @abc.abstractmethod
+    def stage(self, request: StageRequest) -> str:
+        """Mount (or, for block access, attach) the volume; return the device path or ""."""
+
+    @abc.abstractmethod
+    def unstage(self, volume: Volume, staging_path: str, device: str) -> None:
+        """Undo stage: unmount the staging path and release the device; idempotent."""
+
+    def health(self, volume: Volume) -> list[HealthIssue]:
+        """Adverse conditions of the volume's storage (not of its mounts); [] when healthy."""
+        return []
+
+    # snapshots and expansion: optional per kind
+
+    #: File suffix of this kind's snapshots ("" when the kind cannot snapshot).
+    snapshot_suffix: ClassVar[str] = ""
+
+    def snapshot(self, volume: Volume, dest: Path, mount_point: str | None) -> int:
+        """Write a point-in-time copy of the volume to dest; return its size in bytes.
+
+        mount_point is where the volume is mounted on this node, if it is (to freeze it).
+        """
+        raise FailedPrecondition(f"volumes of kind {self.kind!r} cannot be snapshotted")
+
+    def expand(self, volume: Volume, new_bytes: int) -> bool:
+        """Grow the volume's storage; return True when the node must grow the filesystem."""
+        raise FailedPrecondition(f"volumes of kind {self.kind!r} cannot be expanded")
+
+    def node_expand(self, volume: Volume, device: str, mount_path: str | None) -> None:
+        """Make a grown volume's new size visible on the node (loop capacity, filesystem)."""
+        raise FailedPrecondition(f"volumes of kind {self.kind!r} cannot be expanded")

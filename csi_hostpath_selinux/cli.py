@@ -1,0 +1,182 @@
+"""Command line: `csi-hostpath-selinux [flags]` serves CSI; `csi-hostpath-selinux doctor` checks the node."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import signal
+import socket
+import sys
+import threading
+from collections.abc import Sequence
+from pathlib import Path
+
+from . import __version__
+from .config import DEFAULT_DRIVER_NAME, DEFAULT_ENDPOINT, DEFAULT_STATE_DIR, GIB, DriverConfig
+from .units import parse_size
+
+
+def size(text: str) -> int:
+    """argparse type for byte counts like 1073741824, 10Gi or 500M."""
+    try:
+        return parse_size(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="csi-hostpath-selinux",
+        description="CSI driver for node-local volumes (loop-mounted images, raw block, "
+        "directories) that honours kubelet's SELinux context= mount option. Without a "
+        "subcommand it serves the CSI Identity, Controller and Node services.",
+    )
+    p.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    p.add_argument(
+        "--endpoint",
+        default=DEFAULT_ENDPOINT,
+        help="where to serve CSI: unix:///path/to/socket, or tcp://host:port for "
+        "debugging (default: %(default)s)",
+    )
+    p.add_argument(
+        "--nodeid",
+        default=socket.gethostname(),
+        help="this node's id, reported by NodeGetInfo and used as its topology "
+        "segment (default: the host name, %(default)s)",
+    )
+    p.add_argument(
+        "--drivername",
+        default=DEFAULT_DRIVER_NAME,
+        help="the CSI driver name; must match the CSIDriver object (default: %(default)s)",
+    )
+    p.add_argument(
+        "--state-dir",
+        type=Path,
+        default=DEFAULT_STATE_DIR,
+        help="where volume images, directories, snapshots and the catalog live "
+        "(default: %(default)s)",
+    )
+    p.add_argument(
+        "--kubelet-dir",
+        default=None,
+        help="kubelet's root directory, e.g. /var/lib/kubelet: staging and target paths "
+        "outside it are refused (default: any absolute path is accepted)",
+    )
+    p.add_argument(
+        "--max-volumes-per-node",
+        type=int,
+        default=1000,
+        help="the most volumes this node holds and reports in NodeGetInfo (default: %(default)s)",
+    )
+    p.add_argument(
+        "--max-volume-size",
+        type=size,
+        default=1024 * GIB,
+        help="largest volume CreateVolume accepts (default: 1Ti)",
+    )
+    p.add_argument(
+        "--default-volume-size",
+        type=size,
+        default=GIB,
+        help="size of a volume whose request names none (default: 1Gi)",
+    )
+    p.add_argument(
+        "--capacity",
+        type=size,
+        default=0,
+        help="most capacity GetCapacity reports; 0 means the free space of the state "
+        "directory (default: 0)",
+    )
+    p.add_argument(
+        "--workers", type=int, default=16, help="gRPC worker threads (default: %(default)s)"
+    )
+    p.add_argument(
+        "--grace-period",
+        type=float,
+        default=20.0,
+        help="seconds in-flight calls get to finish on SIGTERM (default: %(default)s)",
+    )
+    p.add_argument(
+        "--metrics-address",
+        default="",
+        help="host:port to serve Prometheus metrics on /metrics (default: off)",
+    )
+    p.add_argument(
+        "-v",
+        "--log-level",
+        type=int,
+        default=2,
+        metavar="N",
+        help="verbosity in klog's style: 0-1 warnings, 2-4 info, 5+ debug with "
+        "requests (secrets redacted) (default: %(default)s)",
+    )
+    sub = p.add_subparsers(dest="command", metavar="COMMAND")
+    sub.add_parser(
+        "doctor",
+        help="report what SELinux and mount support this node gives the "
+        "driver, and what will therefore work; exits 1 when something is missing",
+    )
+    return p
+
+
+def configure_logging(level: int) -> None:
+    py_level = logging.DEBUG if level >= 5 else logging.INFO if level >= 2 else logging.WARNING
+    logging.basicConfig(
+        level=py_level, stream=sys.stderr, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+
+
+def config_from(args: argparse.Namespace) -> DriverConfig:
+    return DriverConfig(
+        node_id=args.nodeid,
+        state_dir=args.state_dir,
+        driver_name=args.drivername,
+        endpoint=args.endpoint,
+        kubelet_dir=args.kubelet_dir.rstrip("/") if args.kubelet_dir else None,
+        max_volumes_per_node=args.max_volumes_per_node,
+        max_volume_bytes=args.max_volume_size,
+        default_volume_bytes=args.default_volume_size,
+        max_capacity_bytes=args.capacity,
+        workers=args.workers,
+        grace_seconds=args.grace_period,
+        metrics_address=args.metrics_address,
+    )
+
+
+def serve(config: DriverConfig) -> int:
+    from .doctor import startup_report
+    from .server import EndpointError, build
+
+    startup_report(logging.getLogger("csi_hostpath_selinux.preflight"))
+    try:
+        driver = build(config)
+    except EndpointError as exc:
+        logging.getLogger(__name__).error("%s", exc)
+        return 2
+    stopping = threading.Event()
+
+    def on_signal(signum: int, frame: object) -> None:
+        stopping.set()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    stopping.wait()
+    logging.getLogger(__name__).info(
+        "signal received: stopping (grace %.0fs)", config.grace_seconds
+    )
+    driver.stop()
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    configure_logging(args.log_level)
+    if args.command == "doctor":
+        from .doctor import doctor
+
+        return doctor(sys.stdout)
+    return serve(config_from(args))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

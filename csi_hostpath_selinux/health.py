@@ -1,0 +1,182 @@
+"""Volume and storage health from real signals: files, loop devices, mounts, kernel counters.
+
+Controller health looks at a volume's storage (the backend's checks). Node health adds what only
+the node sees: the staging and publish mounts, the loop device behind an image, the filesystem's
+error counter, and a mount that went read-only after an error. Storage health looks at the state
+directory itself.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from pathlib import Path
+
+from . import loopdev
+from .backends import Backend
+from .config import DriverConfig
+from .models import AccessType, HealthIssue, HealthStatus, Staging, StagingState, Volume
+from .mounts import MountEntry, find_mount, read_mountinfo
+from .state import Catalog
+
+#: Below this share of free space in the state directory, storage health is DEGRADED.
+LOW_SPACE_RATIO = 0.05
+
+
+class HealthChecker:
+    def __init__(
+        self,
+        config: DriverConfig,
+        catalog: Catalog,
+        backends: Mapping[str, Backend],
+        sysfs: str = "/sys",
+    ) -> None:
+        self.config = config
+        self.catalog = catalog
+        self.backends = backends
+        self.sysfs = Path(sysfs)
+
+    def controller(self, vol: Volume) -> list[HealthIssue]:
+        return self.backends[vol.kind].health(vol)
+
+    def node(
+        self, vol: Volume, publish_path: str = "", staging_path: str = ""
+    ) -> list[HealthIssue]:
+        issues = self.controller(vol)
+        table = read_mountinfo()
+        for st in self.catalog.stagings(vol.id):
+            if staging_path and st.staging_path != staging_path:
+                continue
+            if st.state is not StagingState.READY:
+                continue
+            issues += self.staging(vol, st, table)
+        if publish_path:
+            for pub in self.catalog.publications(vol.id):
+                if pub.target_path != publish_path:
+                    continue
+                entry = mount_at(pub.target_path, table)
+                if entry is None:
+                    issues.append(
+                        HealthIssue(
+                            HealthStatus.INACCESSIBLE,
+                            "PublishMountMissing",
+                            f"the volume is no longer mounted at {pub.target_path}; restart the pod",
+                        )
+                    )
+                elif entry.read_only and not pub.read_only:
+                    issues.append(read_only_issue(pub.target_path))
+        return dedupe(issues)
+
+    def staging(self, vol: Volume, st: Staging, table: list[MountEntry]) -> list[HealthIssue]:
+        issues: list[HealthIssue] = []
+        if vol.kind == "image":
+            image = str(self.backends["image"].env.volumes_dir / f"{vol.id}.img")
+            devices = loopdev.find_by_backing_file(image)
+            if st.device and not any(d.path == st.device for d in devices):
+                issues.append(
+                    HealthIssue(
+                        HealthStatus.INACCESSIBLE,
+                        "LoopDeviceDetached",
+                        f"the loop device {st.device} no longer serves the volume's image; unstage and "
+                        "stage the volume again (restart the pods using it)",
+                    )
+                )
+        if vol.access_type is AccessType.BLOCK:
+            return issues
+        entry = mount_at(st.staging_path, table)
+        if entry is None:
+            issues.append(
+                HealthIssue(
+                    HealthStatus.INACCESSIBLE,
+                    "StagingMountMissing",
+                    f"the volume is no longer mounted at its staging path {st.staging_path}; restart "
+                    "the pods using it so kubelet stages it again",
+                )
+            )
+            return issues
+        if entry.read_only and "ro" not in st.flags:
+            issues.append(read_only_issue(st.staging_path))
+        errors = self.fs_errors(entry)
+        if errors:
+            issues.append(
+                HealthIssue(
+                    HealthStatus.DEGRADED,
+                    "FilesystemErrors",
+                    f"the kernel counted {errors} error(s) on the volume's {entry.fs_type} filesystem "
+                    f"({entry.source}); back up the data and run fsck after unstaging it",
+                )
+            )
+        return issues
+
+    def fs_errors(self, entry: MountEntry) -> int:
+        """The kernel's error counter for an ext4 filesystem (0 when there is none to read)."""
+        if entry.fs_type != "ext4":
+            return 0
+        name = os.path.basename(entry.source)
+        try:
+            return int((self.sysfs / "fs" / "ext4" / name / "errors_count").read_text().strip())
+        except (OSError, ValueError):
+            return 0
+
+    def storage(self) -> list[HealthIssue]:
+        issues: list[HealthIssue] = []
+        state_dir = self.config.state_dir
+        if not os.access(state_dir, os.W_OK | os.X_OK):
+            issues.append(
+                HealthIssue(
+                    HealthStatus.STORAGE_UNREACHABLE,
+                    "StateDirUnwritable",
+                    f"the state directory {state_dir} is not writable: check the driver's hostPath "
+                    "mount",
+                )
+            )
+            return issues
+        st = os.statvfs(state_dir)
+        if st.f_blocks and st.f_bavail / st.f_blocks < LOW_SPACE_RATIO:
+            free = st.f_bavail * st.f_frsize
+            issues.append(
+                HealthIssue(
+                    HealthStatus.STORAGE_DEGRADED,
+                    "StateDirLowOnSpace",
+                    f"only {free // (1024 * 1024)} MiB ({st.f_bavail / st.f_blocks:.1%}) is free in "
+                    f"{state_dir}; sparse volume images may fail to write: free space or delete volumes",
+                )
+            )
+        if not os.path.exists("/dev/loop-control"):
+            issues.append(
+                HealthIssue(
+                    HealthStatus.STORAGE_UNREACHABLE,
+                    "LoopControlMissing",
+                    "/dev/loop-control is not visible to the driver: image volumes cannot be staged; "
+                    "mount the host's /dev into the driver's container",
+                )
+            )
+        return issues
+
+
+def mount_at(path: str, table: list[MountEntry]) -> MountEntry | None:
+    try:
+        real = os.path.realpath(path)
+    except OSError:
+        return None
+    return find_mount(real, table)
+
+
+def read_only_issue(path: str) -> HealthIssue:
+    return HealthIssue(
+        HealthStatus.DEGRADED,
+        "MountReadOnly",
+        f"the mount at {path} became read-only (the filesystem hit an error and was remounted "
+        "read-only); back up the data, then unstage and check the filesystem",
+    )
+
+
+def dedupe(issues: list[HealthIssue]) -> list[HealthIssue]:
+    seen: set[tuple[str, str]] = set()
+    out = []
+    for issue in issues:
+        key = (issue.status.value, issue.reason)
+        if key not in seen:
+            seen.add(key)
+            out.append(issue)
+    return out

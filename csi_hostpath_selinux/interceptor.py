@@ -1,0 +1,129 @@
+"""One interceptor for every RPC: request logging with secrets removed, timing, and error mapping.
+
+Domain code raises DriverError subclasses; this is the only place they become gRPC statuses.
+Anything else is a bug: it is logged with its traceback and answered INTERNAL.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+import grpc
+from google.protobuf import text_format
+from google.protobuf.message import Message
+
+from ._proto import csi_pb2 as pb
+from .errors import DriverError
+from .metrics import Metrics
+
+log = logging.getLogger("csi_hostpath_selinux.rpc")
+
+REDACTED = "<redacted>"
+
+#: grpc-stubs makes RpcMethodHandler generic in request and response; ours handles any message.
+if TYPE_CHECKING:
+    Handler = grpc.RpcMethodHandler[Any, Any]
+else:
+    Handler = grpc.RpcMethodHandler
+
+
+def redacted(message: Message) -> Message:
+    """A copy of message with every field the spec marks csi_secret replaced by a placeholder."""
+    copy = type(message)()
+    copy.CopyFrom(message)
+    _redact(copy)
+    return copy
+
+
+def _redact(message: Message) -> None:
+    for field, value in message.ListFields():
+        if field.GetOptions().Extensions[pb.csi_secret]:
+            if field.message_type is not None and field.message_type.GetOptions().map_entry:
+                for key in list(value):
+                    value[key] = REDACTED
+            elif field.type == field.TYPE_STRING:
+                setattr(message, field.name, REDACTED)
+            else:
+                message.ClearField(field.name)
+            continue
+        if field.message_type is None or field.message_type.GetOptions().map_entry:
+            continue
+        if field.is_repeated:
+            for item in value:
+                _redact(item)
+        else:
+            _redact(value)
+
+
+class DriverInterceptor(grpc.ServerInterceptor):  # type: ignore[type-arg]
+    def __init__(self, metrics: Metrics) -> None:
+        self.metrics = metrics
+
+    def intercept_service(
+        self,
+        continuation: Callable[[grpc.HandlerCallDetails], Handler | None],
+        handler_call_details: grpc.HandlerCallDetails,
+    ) -> Handler | None:
+        handler = continuation(handler_call_details)
+        if handler is None or handler.unary_unary is None:
+            return handler
+        method = handler_call_details.method.rsplit("/", 1)[-1]
+        inner = handler.unary_unary
+
+        def behaviour(request: Any, context: grpc.ServicerContext) -> Any:
+            return self.call(method, inner, request, context)
+
+        return grpc.unary_unary_rpc_method_handler(
+            behaviour,
+            request_deserializer=handler.request_deserializer,
+            response_serializer=handler.response_serializer,
+        )
+
+    def call(
+        self,
+        method: str,
+        inner: Callable[[Any, grpc.ServicerContext], Any],
+        request: Message,
+        context: grpc.ServicerContext,
+    ) -> Any:
+        start = time.monotonic()
+        if log.isEnabledFor(logging.DEBUG):
+            log.debug(
+                "%s request: %s",
+                method,
+                text_format.MessageToString(redacted(request), as_one_line=True),
+            )
+        code = grpc.StatusCode.OK
+        try:
+            response = inner(request, context)
+        except DriverError as exc:
+            code = exc.code
+            log.info("%s failed: %s: %s", method, code.name, exc.message)
+            context.abort(code, exc.message)
+        except Exception as exc:
+            if _is_abort(context):
+                code = context.code() or grpc.StatusCode.UNKNOWN  # type: ignore[attr-defined]
+                raise
+            code = grpc.StatusCode.INTERNAL
+            log.exception("%s failed with an unexpected error", method)
+            context.abort(code, f"internal error in the driver: {type(exc).__name__}: {exc}")
+        finally:
+            elapsed = time.monotonic() - start
+            self.metrics.observe_rpc(method, code.name, elapsed)
+            log.debug("%s finished %s in %.1f ms", method, code.name, elapsed * 1000)
+        if log.isEnabledFor(logging.DEBUG):
+            log.debug(
+                "%s response: %s",
+                method,
+                text_format.MessageToString(redacted(response), as_one_line=True),
+            )
+        return response
+
+
+def _is_abort(context: grpc.ServicerContext) -> bool:
+    """True when a handler already called context.abort (grpcio raises a bare Exception)."""
+    code = getattr(context, "code", None)
+    return callable(code) and code() not in (None, grpc.StatusCode.OK)

@@ -1,0 +1,145 @@
+"""Plain data the driver keeps about volumes, stagings and publications."""
+
+from __future__ import annotations
+
+import enum
+import re
+import uuid
+from dataclasses import dataclass, field
+
+VOLUME_ID_RE = re.compile(r"^vol-[0-9a-f]{32}$")
+SNAPSHOT_ID_RE = re.compile(r"^snap-[0-9a-f]{32}$")
+
+
+def new_volume_id() -> str:
+    return f"vol-{uuid.uuid4().hex}"
+
+
+def new_snapshot_id() -> str:
+    return f"snap-{uuid.uuid4().hex}"
+
+
+def is_volume_id(text: str) -> bool:
+    """True when text has the driver's volume id format (the only ids that ever touch disk)."""
+    return VOLUME_ID_RE.fullmatch(text) is not None
+
+
+def is_snapshot_id(text: str) -> bool:
+    return SNAPSHOT_ID_RE.fullmatch(text) is not None
+
+
+class AccessType(enum.StrEnum):
+    MOUNT = "mount"
+    BLOCK = "block"
+
+
+class StagingState(enum.StrEnum):
+    """A staging is recorded as PENDING before the mount and READY after it (crash recovery)."""
+
+    PENDING = "pending"
+    READY = "ready"
+
+
+@dataclass(frozen=True)
+class Volume:
+    id: str
+    name: str
+    kind: str
+    capacity_bytes: int
+    access_type: AccessType
+    fs_type: str
+    parameters: dict[str, str] = field(default_factory=dict)
+    content_source: str = ""  # "snapshot:<id>", "volume:<id>" or ""
+    ephemeral: bool = False
+    created_at: float = 0.0
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    id: str
+    name: str
+    source_volume_id: str
+    size_bytes: int
+    created_at: float
+    ready: bool = True
+
+
+@dataclass(frozen=True)
+class Staging:
+    volume_id: str
+    staging_path: str
+    label: str | None  # the SELinux context the volume is mounted with, None when unlabelled
+    flags: tuple[str, ...]  # every mount flag of the stage request, as given
+    device: str  # the loop device for image volumes, "" otherwise
+    access_type: AccessType
+    state: StagingState = StagingState.READY
+
+
+@dataclass(frozen=True)
+class Publication:
+    volume_id: str
+    target_path: str
+    staging_path: str
+    read_only: bool
+    label: str | None
+    flags: tuple[str, ...]
+    access_mode: int
+
+
+class AccessMode(enum.IntEnum):
+    """VolumeCapability.AccessMode.Mode values of the CSI spec."""
+
+    UNKNOWN = 0
+    SINGLE_NODE_WRITER = 1
+    SINGLE_NODE_READER_ONLY = 2
+    MULTI_NODE_READER_ONLY = 3
+    MULTI_NODE_SINGLE_WRITER = 4
+    MULTI_NODE_MULTI_WRITER = 5
+    SINGLE_NODE_SINGLE_WRITER = 6
+    SINGLE_NODE_MULTI_WRITER = 7
+
+    @property
+    def single_node(self) -> bool:
+        return self in _SINGLE_NODE
+
+    @property
+    def read_only(self) -> bool:
+        return self in (AccessMode.SINGLE_NODE_READER_ONLY, AccessMode.MULTI_NODE_READER_ONLY)
+
+
+_SINGLE_NODE = {
+    AccessMode.SINGLE_NODE_WRITER,
+    AccessMode.SINGLE_NODE_READER_ONLY,
+    AccessMode.SINGLE_NODE_SINGLE_WRITER,
+    AccessMode.SINGLE_NODE_MULTI_WRITER,
+}
+
+
+@dataclass(frozen=True)
+class Capability:
+    """One VolumeCapability, in the driver's terms."""
+
+    access_type: AccessType
+    access_mode: AccessMode
+    fs_type: str = ""
+    mount_flags: tuple[str, ...] = ()
+    volume_mount_group: str = ""
+
+
+class HealthStatus(enum.StrEnum):
+    """VolumeHealthErrorType / StorageHealthErrorType values of the CSI spec."""
+
+    DEGRADED = "DEGRADED"
+    INACCESSIBLE = "INACCESSIBLE"
+    DATA_LOSS = "DATA_LOSS"
+    STORAGE_DEGRADED = "STORAGE_DEGRADED"
+    STORAGE_UNREACHABLE = "STORAGE_UNREACHABLE"
+
+
+@dataclass(frozen=True)
+class HealthIssue:
+    """One adverse condition: a status, a CamelCase reason, and what an operator should do."""
+
+    status: HealthStatus
+    reason: str
+    message: str

@@ -1,0 +1,570 @@
+"""Node-side domain logic: stage, publish, unpublish and unstage, with SELinux labels checked.
+
+The rules this module keeps (DESIGN.md has the measured facts behind them):
+- A label needs a superblock of its own: a labelled request for a kind that cannot carry one is
+  refused, never mounted unlabelled.
+- One volume has one label on a node: a stage or publish that asks for another label than the
+  one the volume is mounted with is refused before anything is mounted, with both labels named.
+- The exit code of a mount proves nothing: after every labelled mount the label is read back from
+  mountinfo and from the root's security.selinux xattr, and the mount is undone if it is wrong.
+"""
+
+from __future__ import annotations
+
+import errno
+import logging
+import os
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+
+from . import paths
+from .backends import Backend, StageRequest
+from .config import DriverConfig
+from .errors import (
+    AlreadyExists,
+    FailedPrecondition,
+    Internal,
+    InvalidArgument,
+    LabelVerificationError,
+    NotFound,
+    OutOfRange,
+)
+from .locks import OperationLocks
+from .metrics import Metrics
+from .models import (
+    AccessMode,
+    AccessType,
+    Capability,
+    Publication,
+    Staging,
+    StagingState,
+    Volume,
+    is_volume_id,
+)
+from .mounts import Mounter, MountError, find_mount, read_mountinfo, split_options
+from .selinux import (
+    MountFlags,
+    SELinuxSupport,
+    conflict_message,
+    parse_mount_flags,
+    read_label,
+    same_label,
+    verify_mounted_label,
+)
+from .state import Catalog
+
+log = logging.getLogger(__name__)
+
+MAX_STACKED_MOUNTS = 16
+MIB = 1024 * 1024
+
+
+@dataclass(frozen=True)
+class StageArgs:
+    volume_id: str
+    staging_path: str
+    capability: Capability
+    secrets: Mapping[str, str]
+    #: The staging path is the driver's own (an inline volume's), under the state directory.
+    internal: bool = False
+
+
+@dataclass(frozen=True)
+class PublishArgs:
+    volume_id: str
+    staging_path: str
+    target_path: str
+    capability: Capability
+    read_only: bool
+    internal: bool = False
+
+
+class NodeVolumes:
+    """Mounts volumes for pods on this node."""
+
+    def __init__(
+        self,
+        config: DriverConfig,
+        catalog: Catalog,
+        backends: Mapping[str, Backend],
+        mounter: Mounter,
+        locks: OperationLocks,
+        probe: Callable[[], SELinuxSupport],
+        metrics: Metrics,
+    ) -> None:
+        self.config = config
+        self.catalog = catalog
+        self.backends = backends
+        self.mounter = mounter
+        self.locks = locks
+        self.probe = probe
+        self.metrics = metrics
+
+    # helpers
+
+    def volume(self, volume_id: str) -> Volume:
+        if not volume_id:
+            raise InvalidArgument("volume_id is required")
+        vol = self.catalog.volume(volume_id) if is_volume_id(volume_id) else None
+        if vol is None:
+            raise NotFound(f"volume {volume_id!r} does not exist on node {self.config.node_id}")
+        return vol
+
+    def request_path(self, path: str, field: str, internal: bool = False) -> str:
+        if internal:
+            return paths.validate(path, field, str(self.config.state_dir / "ephemeral"))
+        return paths.validate(path, field, self.config.kubelet_dir)
+
+    def trusted(self, path: str) -> str | None:
+        """The operator-configured directory path lies in (its own symlinks are trusted)."""
+        ephemeral = str(self.config.state_dir / "ephemeral")
+        if paths.is_below(path, ephemeral):
+            return ephemeral
+        return self.config.kubelet_dir
+
+    def real_path(self, path: str) -> str | None:
+        """The kernel's name for path (what mountinfo shows), or None when it does not exist."""
+        try:
+            fd = paths.open_path(path, self.trusted(path))
+        except FileNotFoundError:
+            return None
+        try:
+            return os.readlink(f"/proc/self/fd/{fd}")
+        finally:
+            os.close(fd)
+
+    def mounted(self, path: str) -> bool:
+        real = self.real_path(path)
+        return real is not None and find_mount(real) is not None
+
+    def check_capability(self, vol: Volume, cap: Capability) -> MountFlags:
+        """Refuse a capability the volume cannot serve; return its parsed mount flags."""
+        if not cap.access_mode.single_node:
+            raise InvalidArgument(
+                f"access mode {cap.access_mode.name} is not supported: volume {vol.id} lives on "
+                f"node {self.config.node_id} only"
+            )
+        if cap.access_type is not vol.access_type:
+            raise InvalidArgument(
+                f"volume {vol.id} was created for {vol.access_type.value} access; this request "
+                f"asks for {cap.access_type.value} access"
+            )
+        if (
+            cap.access_type is AccessType.MOUNT
+            and cap.fs_type
+            and vol.fs_type
+            and (cap.fs_type != vol.fs_type)
+        ):
+            raise InvalidArgument(
+                f"volume {vol.id} holds a {vol.fs_type} filesystem; this request asks for "
+                f"fsType {cap.fs_type}"
+            )
+        return parse_mount_flags(cap.mount_flags)
+
+    def check_label_possible(self, vol: Volume, backend: Backend, flags: MountFlags) -> None:
+        """Refuse a labelled mount that would not end up labelled."""
+        label = ", ".join(flags.selinux_options())
+        if not backend.can_label:
+            raise FailedPrecondition(
+                f"volume {vol.id} cannot be mounted with SELinux {label}: "
+                f"{backend.no_label_reason}. Use a volume of kind 'image' for pods with "
+                "seLinuxOptions, or set seLinuxChangePolicy: Recursive on the pod so the container "
+                "runtime relabels the files instead"
+            )
+        support = self.probe()
+        if not support.kernel_enabled:
+            raise FailedPrecondition(
+                f"SELinux is disabled on node {self.config.node_id}, so volume {vol.id} cannot be "
+                f"mounted with SELinux {label}"
+            )
+        if backend.uses_mount_helper and not support.util_linux_keeps_options:
+            raise FailedPrecondition(
+                f"volume {vol.id} cannot be mounted with SELinux {label} on node "
+                f"{self.config.node_id}: "
+                + "; ".join(
+                    support.problems()
+                    or [
+                        "the driver cannot see /sys/fs/selinux read-write and /etc/selinux/config, "
+                        "so the mount helper would drop the option"
+                    ]
+                )
+            )
+
+    def verify(self, vol: Volume, path: str, flags: MountFlags) -> None:
+        """Read the label back; raise LabelVerificationError when it is not what was asked."""
+        if flags.context is None:
+            return
+        real = self.real_path(path)
+        entry = find_mount(real) if real else None
+        if entry is None:
+            raise LabelVerificationError(
+                f"volume {vol.id} was mounted at {path} with SELinux context {flags.context}, but "
+                "the mount is not in the mount table"
+            )
+        verify_mounted_label(path, entry.super_options, flags.context, self.probe())
+
+    # stage
+
+    def stage(self, args: StageArgs) -> None:
+        staging_path = self.request_path(args.staging_path, "staging_target_path", args.internal)
+        vol = self.volume(args.volume_id)
+        flags = self.check_capability(vol, args.capability)
+        backend = self.backends[vol.kind]
+        want = str(flags.context) if flags.context else None
+        with self.locks.hold(vol.id):
+            for st in self.catalog.stagings(vol.id):
+                if not self.staging_alive(vol, st):
+                    continue
+                if st.staging_path == staging_path:
+                    if not same_label(st.label, want):
+                        self.metrics.label_conflict()
+                        raise AlreadyExists(
+                            conflict_message(vol.id, st.staging_path, st.label, want)
+                        )
+                    if st.flags != args.capability.mount_flags:
+                        raise AlreadyExists(
+                            f"volume {vol.id} is already staged at {staging_path} with mount flags "
+                            f"{list(st.flags)}; this request asks for "
+                            f"{list(args.capability.mount_flags)}"
+                        )
+                    return
+                if not same_label(st.label, want):
+                    self.metrics.label_conflict()
+                    raise FailedPrecondition(
+                        conflict_message(vol.id, st.staging_path, st.label, want)
+                    )
+                raise FailedPrecondition(
+                    f"volume {vol.id} is already staged on this node at {st.staging_path}; "
+                    "a volume is staged at one path per node"
+                )
+            if flags.labelled:
+                self.check_label_possible(vol, backend, flags)
+            if vol.access_type is AccessType.MOUNT:
+                paths.make_dir(staging_path, trusted_prefix=self.trusted(staging_path))
+            pending = Staging(
+                vol.id,
+                staging_path,
+                want,
+                tuple(args.capability.mount_flags),
+                "",
+                vol.access_type,
+                StagingState.PENDING,
+            )
+            self.catalog.put_staging(pending)
+            try:
+                device = self.stage_mount(vol, backend, staging_path, flags, args)
+            except BaseException:
+                self.catalog.remove_staging(vol.id, staging_path)
+                raise
+            self.catalog.put_staging(
+                Staging(
+                    vol.id,
+                    staging_path,
+                    want,
+                    tuple(args.capability.mount_flags),
+                    device,
+                    vol.access_type,
+                    StagingState.READY,
+                )
+            )
+            if want:
+                self.metrics.labelled_mount()
+            log.info(
+                "staged volume %s at %s%s",
+                vol.id,
+                staging_path,
+                f" with SELinux context {want}" if want else "",
+            )
+
+    def stage_mount(
+        self, vol: Volume, backend: Backend, staging_path: str, flags: MountFlags, args: StageArgs
+    ) -> str:
+        read_only = args.capability.access_mode.read_only
+        try:
+            if vol.access_type is AccessType.BLOCK:
+                request = StageRequest(
+                    vol,
+                    staging_path,
+                    "",
+                    flags,
+                    args.secrets,
+                    read_only,
+                    args.capability.volume_mount_group,
+                )
+                return backend.stage(request)
+            with paths.opened(staging_path, self.trusted(staging_path)) as target:
+                request = StageRequest(
+                    vol,
+                    staging_path,
+                    target,
+                    flags,
+                    args.secrets,
+                    read_only,
+                    args.capability.volume_mount_group,
+                )
+                device = backend.stage(request)
+        except MountError as exc:
+            raise self.mount_failure(vol, staging_path, flags, exc) from exc
+        try:
+            self.verify(vol, staging_path, flags)
+        except LabelVerificationError:
+            self.metrics.verification_failure()
+            backend.unstage(vol, staging_path, device)
+            raise
+        return device
+
+    def mount_failure(
+        self, vol: Volume, path: str, flags: MountFlags, exc: MountError
+    ) -> Exception:
+        if flags.context is not None and exc.errno == errno.EBUSY:
+            self.metrics.label_conflict()
+            return FailedPrecondition(
+                f"the kernel refused to mount volume {vol.id} at {path} with SELinux context "
+                f"{flags.context}: its filesystem is already mounted elsewhere with other security "
+                "settings. Pods that share a volume on one node must use the same SELinux label"
+            )
+        return Internal(f"mounting volume {vol.id} at {path} failed: {exc.message}")
+
+    def staging_alive(self, vol: Volume, st: Staging) -> bool:
+        """True when a READY staging is really in place; stale records are dropped."""
+        if st.state is StagingState.READY:
+            if vol.access_type is AccessType.BLOCK:
+                alive = bool(st.device) and os.path.exists(st.device)
+            else:
+                alive = self.mounted(st.staging_path)
+            if alive:
+                return True
+        self.catalog.remove_staging(st.volume_id, st.staging_path)
+        return False
+
+    # unstage
+
+    def unstage(self, volume_id: str, staging_path: str, internal: bool = False) -> None:
+        staging_path = self.request_path(staging_path, "staging_target_path", internal)
+        vol = self.volume(volume_id)
+        backend = self.backends[vol.kind]
+        with self.locks.hold(vol.id):
+            pubs = [p for p in self.catalog.publications(vol.id) if p.staging_path == staging_path]
+            live = [p for p in pubs if self.mounted(p.target_path)]
+            if live:
+                raise FailedPrecondition(
+                    f"volume {vol.id} is still published at {live[0].target_path}; "
+                    "unpublish it before unstaging it"
+                )
+            for p in pubs:
+                self.catalog.remove_publication(p.volume_id, p.target_path)
+            records = [s for s in self.catalog.stagings(vol.id) if s.staging_path == staging_path]
+            device = records[0].device if records else ""
+            try:
+                backend.unstage(vol, staging_path, device)
+            except MountError as exc:
+                raise Internal(
+                    f"unmounting volume {vol.id} from {staging_path} failed: {exc.message}"
+                ) from exc
+            if self.mounted(staging_path):
+                raise Internal(f"volume {vol.id} is still mounted at {staging_path} after unmount")
+            self.catalog.remove_staging(vol.id, staging_path)
+            log.info("unstaged volume %s from %s", vol.id, staging_path)
+
+    # publish
+
+    def publish(self, args: PublishArgs) -> None:
+        target = self.request_path(args.target_path, "target_path")
+        if not args.staging_path:
+            raise InvalidArgument(
+                "staging_target_path is required: the volume must be staged first"
+            )
+        staging_path = self.request_path(args.staging_path, "staging_target_path", args.internal)
+        vol = self.volume(args.volume_id)
+        flags = self.check_capability(vol, args.capability)
+        want = str(flags.context) if flags.context else None
+        read_only = args.read_only or args.capability.access_mode.read_only
+        with self.locks.hold(vol.id):
+            staged = [
+                s
+                for s in self.catalog.stagings(vol.id)
+                if s.staging_path == staging_path and self.staging_alive(vol, s)
+            ]
+            if not staged:
+                raise FailedPrecondition(
+                    f"volume {vol.id} is not staged at {staging_path}; NodeStageVolume must "
+                    "succeed first"
+                )
+            st = staged[0]
+            if want is not None and not same_label(want, st.label):
+                self.metrics.label_conflict()
+                raise FailedPrecondition(conflict_message(vol.id, st.staging_path, st.label, want))
+            others = []
+            for pub in self.catalog.publications(vol.id):
+                if not self.mounted(pub.target_path):
+                    self.catalog.remove_publication(pub.volume_id, pub.target_path)
+                    continue
+                if pub.target_path == target:
+                    if (
+                        pub.read_only != read_only
+                        or pub.label != st.label
+                        or (pub.access_mode != args.capability.access_mode)
+                    ):
+                        raise AlreadyExists(
+                            f"volume {vol.id} is already published at {target} with "
+                            f"{'read-only' if pub.read_only else 'read-write'} access and mode "
+                            f"{AccessMode(pub.access_mode).name}; this request differs"
+                        )
+                    return
+                others.append(pub)
+            single = AccessMode.SINGLE_NODE_SINGLE_WRITER
+            if others and (
+                args.capability.access_mode == single
+                or any(p.access_mode == single for p in others)
+            ):
+                raise FailedPrecondition(
+                    f"volume {vol.id} is ReadWriteOncePod (SINGLE_NODE_SINGLE_WRITER) and already "
+                    f"published at {others[0].target_path}; only one pod may use it"
+                )
+            self.bind(vol, st, target, read_only, flags)
+            self.catalog.put_publication(
+                Publication(
+                    vol.id,
+                    target,
+                    staging_path,
+                    read_only,
+                    st.label,
+                    tuple(args.capability.mount_flags),
+                    int(args.capability.access_mode),
+                )
+            )
+            log.info(
+                "published volume %s at %s%s", vol.id, target, " read-only" if read_only else ""
+            )
+
+    def bind(
+        self, vol: Volume, st: Staging, target: str, read_only: bool, flags: MountFlags
+    ) -> None:
+        trusted = self.trusted(target)
+        if vol.access_type is AccessType.BLOCK:
+            paths.make_file(target, trusted_prefix=trusted)
+            source = st.device
+        else:
+            paths.make_dir(target, trusted_prefix=trusted)
+            source = ""
+        try:
+            with paths.opened(target, trusted) as target_fd:
+                if source:
+                    self.mounter.bind(
+                        source, target_fd, read_only=read_only, extra_flags=vfs_flags(flags)
+                    )
+                else:
+                    with paths.opened(st.staging_path, self.trusted(st.staging_path)) as staging_fd:
+                        self.mounter.bind(
+                            staging_fd, target_fd, read_only=read_only, extra_flags=vfs_flags(flags)
+                        )
+        except MountError as exc:
+            raise Internal(
+                f"bind-mounting volume {vol.id} at {target} failed: {exc.message}"
+            ) from exc
+        if st.label is not None:
+            try:
+                label = read_label(target)
+            except OSError as exc:
+                label = f"an unreadable label ({exc.strerror})"
+            if not same_label(label, st.label):
+                self.metrics.verification_failure()
+                self.mounter.unmount(target)
+                raise LabelVerificationError(
+                    f"volume {vol.id} is mounted with SELinux context {st.label}, but its bind "
+                    f"mount at {target} reads {label or 'no label'}"
+                )
+
+    # expand
+
+    def published_path(self, vol: Volume, volume_path: str) -> str:
+        """volume_path when the volume is mounted there; NOT_FOUND (touching nothing) otherwise."""
+        try:
+            path = paths.validate(volume_path, "volume_path")
+        except InvalidArgument as exc:
+            raise NotFound(f"volume {vol.id} is not at {volume_path!r}: {exc.message}") from exc
+        if not self.mounted(path):
+            raise NotFound(f"volume {vol.id} is not mounted at {path}")
+        return path
+
+    def expand(
+        self,
+        volume_id: str,
+        volume_path: str,
+        staging_path: str,
+        required_bytes: int = 0,
+        limit_bytes: int = 0,
+    ) -> int:
+        """Grow the volume where it is staged (and its image, when the request asks for more
+        than the catalog has: on a node-local driver the node can do the controller's part)."""
+        vol = self.volume(volume_id)
+        self.published_path(vol, volume_path)
+        backend = self.backends[vol.kind]
+        with self.locks.hold(vol.id):
+            if limit_bytes and required_bytes > limit_bytes:
+                raise InvalidArgument(
+                    f"capacity_range required_bytes {required_bytes} exceeds limit_bytes "
+                    f"{limit_bytes}"
+                )
+            size = vol.capacity_bytes
+            if required_bytes > size:
+                size = -(-required_bytes // MIB) * MIB
+                if limit_bytes and size > limit_bytes:
+                    size = limit_bytes
+                if size > self.config.max_volume_bytes:
+                    raise OutOfRange(
+                        f"{size} bytes is more than this driver's largest volume, "
+                        f"{self.config.max_volume_bytes} bytes"
+                    )
+                backend.expand(vol, size)
+                self.catalog.update_capacity(vol.id, size)
+            staged = [s for s in self.catalog.stagings(vol.id) if self.staging_alive(vol, s)]
+            if staging_path:
+                staged = [s for s in staged if s.staging_path == staging_path] or staged
+            if not staged:
+                raise FailedPrecondition(f"volume {vol.id} is not staged on this node")
+            st = staged[0]
+            mount_path = st.staging_path if vol.access_type is AccessType.MOUNT else None
+            backend.node_expand(vol, st.device, mount_path)
+            log.info("grew volume %s on the node to %d bytes", vol.id, size)
+            return size
+
+    # unpublish
+
+    def unpublish(self, volume_id: str, target_path: str) -> None:
+        target = self.request_path(target_path, "target_path")
+        if not volume_id:
+            raise InvalidArgument("volume_id is required")
+        known = is_volume_id(volume_id) and (
+            self.catalog.volume(volume_id) is not None
+            or any(p.target_path == target for p in self.catalog.publications(volume_id))
+        )
+        if not known:
+            raise NotFound(f"volume {volume_id!r} does not exist on node {self.config.node_id}")
+        with self.locks.hold(volume_id):
+            real = self.real_path(target)
+            # A target can carry stacked mounts (a retried publish after a crash): remove them all.
+            for _ in range(MAX_STACKED_MOUNTS):
+                if real is None or find_mount(real, read_mountinfo()) is None:
+                    break
+                try:
+                    self.mounter.unmount(target)
+                except MountError as exc:
+                    raise Internal(
+                        f"unmounting volume {volume_id} from {target} failed: {exc.message}"
+                    ) from exc
+            else:
+                raise Internal(f"volume {volume_id} is still mounted at {target} after unmounting")
+            paths.remove_entry(target, self.trusted(target))
+            self.catalog.remove_publication(volume_id, target)
+            log.info("unpublished volume %s from %s", volume_id, target)
+
+
+def vfs_flags(flags: MountFlags) -> tuple[str, ...]:
+    """The flags of a publish request that a bind mount can apply (nosuid, noexec, ...)."""
+    kept = []
+    for option in flags.other:
+        _, data = split_options([option])
+        if not data:
+            kept.append(option)
+    return tuple(kept)

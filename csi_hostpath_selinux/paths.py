@@ -1,0 +1,187 @@
+"""Path safety: every path the driver touches is validated here and walked without following symlinks.
+
+Paths from requests (staging and target paths) must be absolute and normalized, and, when the
+driver knows kubelet's directory, lie below it. They are opened component by component with
+O_NOFOLLOW, so a symlink planted anywhere in the path is refused instead of followed; mounts are
+made onto the opened descriptor (/proc/self/fd/N), so the path cannot be swapped between the check
+and the mount.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import stat
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+from .errors import InvalidArgument, NotFound
+
+MAX_PATH = 4096
+
+
+def validate(path: str, field: str, kubelet_dir: str | None = None) -> str:
+    """Return path when it is a safe request path; raise InvalidArgument naming field otherwise."""
+    if not path:
+        raise InvalidArgument(f"{field} is required")
+    if "\x00" in path:
+        raise InvalidArgument(f"{field} contains a NUL byte")
+    if len(path) > MAX_PATH:
+        raise InvalidArgument(f"{field} is longer than {MAX_PATH} characters")
+    if not path.startswith("/"):
+        raise InvalidArgument(f"{field} must be an absolute path, got {path!r}")
+    if os.path.normpath(path) != path or path.startswith("//"):
+        raise InvalidArgument(
+            f"{field} must be a normalized path (no '..', '.', '//' or trailing '/'), got {path!r}"
+        )
+    if path == "/":
+        raise InvalidArgument(f"{field} must not be the root directory")
+    if kubelet_dir is not None and not is_below(path, kubelet_dir):
+        raise InvalidArgument(f"{field} {path!r} is not below kubelet's directory {kubelet_dir}")
+    return path
+
+
+def is_below(path: str, directory: str) -> bool:
+    """True when path is strictly below directory (by whole components: /a/b1 is not below /a/b)."""
+    directory = directory.rstrip("/") or "/"
+    prefix = directory if directory == "/" else directory + "/"
+    return path != directory and path.startswith(prefix)
+
+
+def _components(path: str) -> list[str]:
+    return [part for part in path.split("/") if part]
+
+
+def open_path(path: str, trusted_prefix: str | None = None) -> int:
+    """Open path as O_PATH without following any symlink below trusted_prefix (or below '/').
+
+    trusted_prefix is a directory the operator configured (kubelet's or the state directory):
+    it is resolved once; every component after it must be a real directory or the final entry.
+    Raises FileNotFoundError, or InvalidArgument when a component is a symlink.
+    """
+    start = "/"
+    rest = path
+    if trusted_prefix is not None and (path == trusted_prefix or is_below(path, trusted_prefix)):
+        start = os.path.realpath(trusted_prefix)
+        rest = path[len(trusted_prefix.rstrip("/")) :]
+    fd = os.open(start, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        for part in _components(rest):
+            nxt = os.open(part, os.O_PATH | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=fd)
+            os.close(fd)
+            fd = nxt
+            if stat.S_ISLNK(os.fstat(fd).st_mode):
+                raise InvalidArgument(
+                    f"{path!r} contains the symbolic link {part!r}; the driver does not follow links"
+                )
+        return fd
+    except BaseException:
+        os.close(fd)
+        raise
+
+
+@contextmanager
+def opened(path: str, trusted_prefix: str | None = None) -> Iterator[str]:
+    """Yield a /proc/self/fd/N name for path, held open (see open_path) for the block's duration."""
+    fd = open_path(path, trusted_prefix)
+    try:
+        yield f"/proc/self/fd/{fd}"
+    finally:
+        os.close(fd)
+
+
+def check_no_symlinks(path: str, trusted_prefix: str | None = None) -> bool:
+    """True when path exists and no component below trusted_prefix is a symlink; False if missing."""
+    try:
+        fd = open_path(path, trusted_prefix)
+    except FileNotFoundError:
+        return False
+    os.close(fd)
+    return True
+
+
+def make_dir(path: str, mode: int = 0o750, trusted_prefix: str | None = None) -> None:
+    """Create the directory path (its parent must exist and be reachable without symlinks).
+
+    An existing directory is fine; an existing non-directory is refused.
+    """
+    parent, name = os.path.split(path)
+    try:
+        pfd = open_path(parent, trusted_prefix)
+    except FileNotFoundError as exc:
+        raise NotFound(f"the parent directory of {path!r} does not exist") from exc
+    try:
+        if not stat.S_ISDIR(os.fstat(pfd).st_mode):
+            raise InvalidArgument(f"the parent of {path!r} is not a directory")
+        # O_PATH descriptors cannot be used with mkdirat; reopen the parent as a directory.
+        dfd = os.open(f"/proc/self/fd/{pfd}", os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        try:
+            try:
+                os.mkdir(name, mode, dir_fd=dfd)
+            except FileExistsError:
+                st = os.stat(name, dir_fd=dfd, follow_symlinks=False)
+                if not stat.S_ISDIR(st.st_mode):
+                    raise InvalidArgument(f"{path!r} exists and is not a directory") from None
+        finally:
+            os.close(dfd)
+    finally:
+        os.close(pfd)
+
+
+def make_file(path: str, mode: int = 0o640, trusted_prefix: str | None = None) -> None:
+    """Create an empty regular file at path (the bind-mount target of a block volume)."""
+    parent, name = os.path.split(path)
+    try:
+        pfd = open_path(parent, trusted_prefix)
+    except FileNotFoundError as exc:
+        raise NotFound(f"the parent directory of {path!r} does not exist") from exc
+    try:
+        dfd = os.open(f"/proc/self/fd/{pfd}", os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        try:
+            try:
+                fd = os.open(
+                    name,
+                    os.O_CREAT | os.O_EXCL | os.O_WRONLY | os.O_NOFOLLOW | os.O_CLOEXEC,
+                    mode,
+                    dir_fd=dfd,
+                )
+                os.close(fd)
+            except FileExistsError:
+                st = os.stat(name, dir_fd=dfd, follow_symlinks=False)
+                if not stat.S_ISREG(st.st_mode):
+                    raise InvalidArgument(f"{path!r} exists and is not a regular file") from None
+        finally:
+            os.close(dfd)
+    finally:
+        os.close(pfd)
+
+
+def remove_entry(path: str, trusted_prefix: str | None = None) -> None:
+    """Remove an empty directory or a regular file at path; a missing path is fine.
+
+    Never recursive: a mount target that still holds data is an error, not something to delete.
+    """
+    parent, name = os.path.split(path)
+    try:
+        pfd = open_path(parent, trusted_prefix)
+    except FileNotFoundError:
+        return
+    try:
+        dfd = os.open(f"/proc/self/fd/{pfd}", os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        try:
+            try:
+                st = os.stat(name, dir_fd=dfd, follow_symlinks=False)
+            except FileNotFoundError:
+                return
+            if stat.S_ISDIR(st.st_mode):
+                try:
+                    os.rmdir(name, dir_fd=dfd)
+                except OSError as exc:
+                    if exc.errno not in (errno.ENOENT,):
+                        raise
+            else:
+                os.unlink(name, dir_fd=dfd)
+        finally:
+            os.close(dfd)
+    finally:
+        os.close(pfd)

@@ -1,0 +1,111 @@
+"""Start-up reconciliation: make the catalog, the state directory and the mount table agree.
+
+A driver killed at any point leaves one of a few states behind; each is repaired here:
+- storage without a catalog entry (killed between creating and recording a volume): removed;
+- a PENDING staging (killed while mounting): its mount and loop device are undone, the record
+  dropped, so kubelet's retry stages from scratch;
+- a READY staging or a publication whose mount is gone (node rebooted): the record is dropped;
+- a loop device backed by one of our images that no mount and no block staging uses: detached.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+from dataclasses import dataclass, field
+
+from . import loopdev
+from .backends import Backend
+from .models import AccessType, StagingState, is_volume_id
+from .mounting import NodeVolumes
+from .mounts import read_mountinfo
+from .state import Catalog
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Report:
+    orphan_storage: list[str] = field(default_factory=list)
+    pending_stagings: list[str] = field(default_factory=list)
+    stale_records: list[str] = field(default_factory=list)
+    detached_loops: list[str] = field(default_factory=list)
+
+    def summary(self) -> str:
+        return (
+            f"removed {len(self.orphan_storage)} orphan volume(s), rolled back "
+            f"{len(self.pending_stagings)} unfinished staging(s), dropped "
+            f"{len(self.stale_records)} stale record(s), detached {len(self.detached_loops)} "
+            "unused loop device(s)"
+        )
+
+
+def reconcile(catalog: Catalog, backends: dict[str, Backend], node: NodeVolumes) -> Report:
+    report = Report()
+    _remove_orphan_storage(catalog, backends, report)
+    for st in catalog.stagings():
+        vol = catalog.volume(st.volume_id)
+        if vol is None:
+            catalog.remove_staging(st.volume_id, st.staging_path)
+            report.stale_records.append(f"{st.volume_id}@{st.staging_path}")
+            continue
+        if st.state is StagingState.PENDING:
+            try:
+                backends[vol.kind].unstage(vol, st.staging_path, st.device)
+            except Exception:
+                log.exception(
+                    "rolling back the unfinished staging of %s at %s failed",
+                    vol.id,
+                    st.staging_path,
+                )
+                continue
+            catalog.remove_staging(st.volume_id, st.staging_path)
+            report.pending_stagings.append(f"{st.volume_id}@{st.staging_path}")
+        elif not node.staging_alive(vol, st):
+            report.stale_records.append(f"{st.volume_id}@{st.staging_path}")
+    for pub in catalog.publications():
+        if not node.mounted(pub.target_path):
+            catalog.remove_publication(pub.volume_id, pub.target_path)
+            report.stale_records.append(f"{pub.volume_id}@{pub.target_path}")
+    _detach_unused_loops(catalog, backends, report)
+    log.info("start-up reconciliation: %s", report.summary())
+    return report
+
+
+def _remove_orphan_storage(catalog: Catalog, backends: dict[str, Backend], report: Report) -> None:
+    known = {v.id for v in catalog.all_volumes()}
+    for backend in backends.values():
+        directory = backend.env.volumes_dir
+        if not directory.is_dir():
+            continue
+        for entry in os.scandir(directory):
+            volume_id = entry.name.removesuffix(".img")
+            if not is_volume_id(volume_id) or volume_id in known:
+                continue
+            path = directory / entry.name
+            for dev in loopdev.find_by_backing_file(str(path)):
+                loopdev.detach(dev.path)
+            if entry.is_dir(follow_symlinks=False):
+                shutil.rmtree(path)
+            else:
+                path.unlink()
+            report.orphan_storage.append(entry.name)
+        break  # every backend shares the one volumes directory
+
+
+def _detach_unused_loops(catalog: Catalog, backends: dict[str, Backend], report: Report) -> None:
+    volumes_dir = next(iter(backends.values())).env.volumes_dir
+    in_use = {st.device for st in catalog.stagings() if st.access_type is AccessType.BLOCK}
+    mounted = {(m.major, m.minor) for m in read_mountinfo()}
+    for dev in loopdev.list_attached():
+        if os.path.dirname(dev.backing_file) != str(volumes_dir):
+            continue
+        try:
+            rdev = os.stat(dev.path).st_rdev
+        except FileNotFoundError:
+            continue
+        if dev.path in in_use or (os.major(rdev), os.minor(rdev)) in mounted:
+            continue
+        loopdev.detach(dev.path)
+        report.detached_loops.append(dev.path)

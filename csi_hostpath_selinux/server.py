@@ -1,0 +1,127 @@
+"""Wiring: build the driver's services on a gRPC server, start it, and stop it gracefully."""
+
+from __future__ import annotations
+
+import logging
+import os
+import stat
+from concurrent import futures
+from dataclasses import dataclass
+from http.server import ThreadingHTTPServer
+from pathlib import Path
+
+import grpc
+
+from ._proto import csi_pb2_grpc as rpc
+from .backends import BACKENDS, Backend, BackendEnv
+from .config import DriverConfig
+from .controller import ControllerService
+from .ephemeral import EphemeralVolumes
+from .health import HealthChecker
+from .identity import IdentityService
+from .interceptor import DriverInterceptor
+from .locks import OperationLocks
+from .metrics import Metrics, serve
+from .mounting import NodeVolumes
+from .mounts import LinuxMounter, Mounter
+from .node import NodeService
+from .recovery import reconcile
+from .selinux import probe_support
+from .snapshots import SnapshotManager
+from .state import Catalog
+from .volumes import VolumeManager
+
+log = logging.getLogger(__name__)
+
+
+class EndpointError(Exception):
+    """The endpoint flag cannot be served."""
+
+
+@dataclass
+class Driver:
+    config: DriverConfig
+    catalog: Catalog
+    server: grpc.Server
+    address: str
+    socket_path: Path | None
+    metrics: Metrics
+    metrics_server: ThreadingHTTPServer | None = None
+
+    def stop(self, grace: float | None = None) -> None:
+        """Stop accepting calls, let in-flight calls finish within grace seconds, clean up."""
+        self.server.stop(self.config.grace_seconds if grace is None else grace).wait()
+        if self.metrics_server is not None:
+            self.metrics_server.shutdown()
+        self.catalog.close()
+        if self.socket_path is not None:
+            remove_socket(self.socket_path)
+        log.info("stopped")
+
+
+def parse_endpoint(endpoint: str) -> tuple[str, Path | None]:
+    """The grpc address for endpoint, and the unix socket path when it is one."""
+    if endpoint.startswith("unix://"):
+        path = endpoint[len("unix://") :]
+        if not path.startswith("/"):
+            raise EndpointError(f"unix endpoint {endpoint!r} needs an absolute path")
+        return f"unix:{path}", Path(path)
+    if endpoint.startswith("tcp://"):
+        return endpoint[len("tcp://") :], None
+    raise EndpointError(f"endpoint {endpoint!r} must start with unix:// or tcp://")
+
+
+def remove_socket(path: Path) -> None:
+    """Remove a stale socket; refuse to remove anything that is not a socket."""
+    try:
+        st = path.lstat()
+    except FileNotFoundError:
+        return
+    if not stat.S_ISSOCK(st.st_mode):
+        raise EndpointError(f"{path} exists and is not a socket; refusing to remove it")
+    path.unlink()
+
+
+def build(config: DriverConfig, mounter: Mounter | None = None) -> Driver:
+    """Open the state, reconcile it with the node, and start serving; return the running driver."""
+    config.state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+    catalog = Catalog(config.catalog_path)
+    mounter = mounter or LinuxMounter()
+    env = BackendEnv(config.state_dir, mounter)
+    backends: dict[str, Backend] = {kind: cls(env) for kind, cls in BACKENDS.items()}
+    locks = OperationLocks()
+    metrics = Metrics()
+    volumes = VolumeManager(config, catalog, backends, locks)
+    node = NodeVolumes(config, catalog, backends, mounter, locks, probe_support, metrics)
+    snapshots = SnapshotManager(config, catalog, backends, locks)
+    ephemeral = EphemeralVolumes(config, volumes, node)
+    health = HealthChecker(config, catalog, backends)
+    reconcile(catalog, backends, node)
+
+    address, socket_path = parse_endpoint(config.endpoint)
+    server = grpc.server(
+        futures.ThreadPoolExecutor(max_workers=config.workers, thread_name_prefix="csi"),
+        interceptors=[DriverInterceptor(metrics)],
+    )
+    rpc.add_IdentityServicer_to_server(IdentityService(config, catalog), server)
+    rpc.add_ControllerServicer_to_server(
+        ControllerService(config, catalog, volumes, snapshots, health), server
+    )
+    rpc.add_NodeServicer_to_server(NodeService(config, node, ephemeral, health), server)
+    if socket_path is not None:
+        socket_path.parent.mkdir(parents=True, exist_ok=True)
+        remove_socket(socket_path)
+    if server.add_insecure_port(address) == 0 and socket_path is None:
+        raise EndpointError(f"cannot listen on {config.endpoint}")
+    server.start()
+    if socket_path is not None:
+        os.chmod(socket_path, 0o660)
+    metrics_server = serve(metrics, config.metrics_address) if config.metrics_address else None
+    log.info(
+        "serving %s on %s for node %s (state in %s)",
+        config.driver_name,
+        config.endpoint,
+        config.node_id,
+        config.state_dir,
+    )
+    return Driver(config, catalog, server, address, socket_path, metrics, metrics_server)

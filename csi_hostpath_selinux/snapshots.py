@@ -1,0 +1,111 @@
+"""Snapshot domain logic: point-in-time copies of volumes, kept under the state directory."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Mapping
+from pathlib import Path
+
+from .backends import Backend
+from .config import DriverConfig
+from .errors import AlreadyExists, InvalidArgument, NotFound
+from .locks import OperationLocks
+from .models import Snapshot, is_snapshot_id, is_volume_id, new_snapshot_id
+from .mounts import find_mount
+from .state import Catalog
+from .volumes import parse_token, snap_kind, snapshot_file
+
+log = logging.getLogger(__name__)
+
+
+class SnapshotManager:
+    def __init__(
+        self,
+        config: DriverConfig,
+        catalog: Catalog,
+        backends: Mapping[str, Backend],
+        locks: OperationLocks,
+    ) -> None:
+        self.config = config
+        self.catalog = catalog
+        self.backends = backends
+        self.locks = locks
+
+    def mount_point(self, volume_id: str) -> str | None:
+        """Where the volume is staged on this node (to freeze it), or None."""
+        for st in self.catalog.stagings(volume_id):
+            if find_mount(st.staging_path) is not None:
+                return st.staging_path
+        return None
+
+    def create(self, name: str, source_volume_id: str) -> Snapshot:
+        if not name:
+            raise InvalidArgument("name is required")
+        if not source_volume_id:
+            raise InvalidArgument("source_volume_id is required")
+        with self.locks.hold(f"snapshot:{name}"):
+            existing = self.catalog.snapshot_by_name(name)
+            if existing is not None:
+                if existing.source_volume_id != source_volume_id:
+                    raise AlreadyExists(
+                        f"a snapshot named {name!r} already exists of volume "
+                        f"{existing.source_volume_id}; this request names volume {source_volume_id}"
+                    )
+                return existing
+            vol = self.catalog.volume(source_volume_id) if is_volume_id(source_volume_id) else None
+            if vol is None:
+                raise NotFound(f"source volume {source_volume_id!r} does not exist")
+            backend = self.backends[vol.kind]
+            snap_id = new_snapshot_id()
+            dest = snapshot_file(backend, snap_id)
+            with self.locks.hold(vol.id):
+                backend.snapshot(vol, dest, self.mount_point(vol.id))
+            snap = Snapshot(snap_id, name, vol.id, vol.capacity_bytes, time.time(), True)
+            try:
+                self.catalog.add_snapshot(snap)
+            except BaseException:
+                dest.unlink(missing_ok=True)
+                raise
+            log.info("created snapshot %s of volume %s (%r)", snap.id, vol.id, name)
+            return snap
+
+    def delete(self, snapshot_id: str) -> None:
+        if not snapshot_id:
+            raise InvalidArgument("snapshot_id is required")
+        if not is_snapshot_id(snapshot_id):
+            return
+        with self.locks.hold(snapshot_id):
+            snap = self.catalog.snapshot(snapshot_id)
+            if snap is None:
+                return
+            kind = snap_kind(snap.id, self.backends)
+            self.catalog.remove_snapshot(snap.id)
+            if kind:
+                snapshot_file(self.backends[kind], snap.id).unlink(missing_ok=True)
+            log.info("deleted snapshot %s", snap.id)
+
+    def get(self, snapshot_id: str) -> Snapshot:
+        if not snapshot_id:
+            raise InvalidArgument("snapshot_id is required")
+        snap = self.catalog.snapshot(snapshot_id) if is_snapshot_id(snapshot_id) else None
+        if snap is None:
+            raise NotFound(f"snapshot {snapshot_id!r} does not exist")
+        return snap
+
+    def list(
+        self, snapshot_id: str, source_volume_id: str, starting_token: str, max_entries: int
+    ) -> tuple[list[Snapshot], str]:
+        if max_entries < 0:
+            raise InvalidArgument(f"max_entries must not be negative, got {max_entries}")
+        after = parse_token(starting_token)
+        if snapshot_id:
+            snap = self.catalog.snapshot(snapshot_id) if is_snapshot_id(snapshot_id) else None
+            if snap is None or (source_volume_id and snap.source_volume_id != source_volume_id):
+                return [], ""
+            return [snap], ""
+        snaps, next_seq = self.catalog.snapshots_page(after, max_entries, source_volume_id)
+        return snaps, "" if next_seq is None else str(next_seq)
+
+    def file(self, snap: Snapshot) -> Path:
+        return snapshot_file(self.backends[snap_kind(snap.id, self.backends)], snap.id)

@@ -1,0 +1,362 @@
+"""The durable catalog of volumes, snapshots, stagings and publications (sqlite, WAL, transactions).
+
+Every change is one transaction, so a kill -9 leaves either the old or the new row, never half of
+one. Readers get frozen dataclass copies; nothing outside this module sees a cursor or a row.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from .models import AccessType, Publication, Snapshot, Staging, StagingState, Volume
+
+SCHEMA_VERSION = 1
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS volumes (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    id TEXT NOT NULL UNIQUE,
+    name TEXT NOT NULL UNIQUE,
+    kind TEXT NOT NULL,
+    capacity_bytes INTEGER NOT NULL,
+    access_type TEXT NOT NULL,
+    fs_type TEXT NOT NULL,
+    parameters TEXT NOT NULL,
+    content_source TEXT NOT NULL,
+    ephemeral INTEGER NOT NULL,
+    created_at REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS snapshots (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    id TEXT NOT NULL UNIQUE,
+    name TEXT NOT NULL UNIQUE,
+    source_volume_id TEXT NOT NULL,
+    size_bytes INTEGER NOT NULL,
+    created_at REAL NOT NULL,
+    ready INTEGER NOT NULL
+);
+CREATE INDEX IF NOT EXISTS snapshots_by_source ON snapshots(source_volume_id);
+CREATE TABLE IF NOT EXISTS stagings (
+    volume_id TEXT NOT NULL,
+    staging_path TEXT NOT NULL,
+    label TEXT,
+    flags TEXT NOT NULL,
+    device TEXT NOT NULL,
+    access_type TEXT NOT NULL,
+    state TEXT NOT NULL,
+    PRIMARY KEY (volume_id, staging_path)
+);
+CREATE TABLE IF NOT EXISTS publications (
+    volume_id TEXT NOT NULL,
+    target_path TEXT NOT NULL,
+    staging_path TEXT NOT NULL,
+    read_only INTEGER NOT NULL,
+    label TEXT,
+    flags TEXT NOT NULL,
+    access_mode INTEGER NOT NULL,
+    PRIMARY KEY (volume_id, target_path)
+);
+"""
+
+
+class CatalogError(Exception):
+    """The catalog cannot be opened or is from an incompatible version."""
+
+
+class Catalog:
+    """Thread-safe access to the sqlite catalog in the state directory."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._lock = threading.RLock()
+        self._db = sqlite3.connect(str(path), check_same_thread=False, isolation_level=None)
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA synchronous=FULL")
+        self._db.execute("PRAGMA foreign_keys=ON")
+        with self.transaction() as db:
+            for statement in _SCHEMA.split(";"):
+                if statement.strip():
+                    db.execute(statement)
+            version = db.execute("PRAGMA user_version").fetchone()[0]
+            if version == 0:
+                db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+            elif version != SCHEMA_VERSION:
+                raise CatalogError(
+                    f"catalog {path} has schema version {version}; this driver needs {SCHEMA_VERSION}"
+                )
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()
+
+    @contextmanager
+    def transaction(self) -> Iterator[sqlite3.Connection]:
+        """One serialized write transaction: committed on success, rolled back on any error."""
+        with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                yield self._db
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+            self._db.execute("COMMIT")
+
+    def check(self) -> None:
+        """Raise sqlite3.Error when the catalog cannot be read (used by Probe)."""
+        with self._lock:
+            self._db.execute("SELECT count(*) FROM volumes").fetchone()
+
+    # volumes
+
+    def add_volume(self, vol: Volume) -> None:
+        with self.transaction() as db:
+            db.execute(
+                "INSERT INTO volumes (id, name, kind, capacity_bytes, access_type, fs_type, parameters,"
+                " content_source, ephemeral, created_at) VALUES (?,?,?,?,?,?,?,?,?,?)",
+                (
+                    vol.id,
+                    vol.name,
+                    vol.kind,
+                    vol.capacity_bytes,
+                    vol.access_type.value,
+                    vol.fs_type,
+                    json.dumps(vol.parameters, sort_keys=True),
+                    vol.content_source,
+                    int(vol.ephemeral),
+                    vol.created_at,
+                ),
+            )
+
+    def update_capacity(self, volume_id: str, capacity_bytes: int) -> None:
+        with self.transaction() as db:
+            db.execute(
+                "UPDATE volumes SET capacity_bytes=? WHERE id=?", (capacity_bytes, volume_id)
+            )
+
+    def remove_volume(self, volume_id: str) -> None:
+        with self.transaction() as db:
+            db.execute("DELETE FROM volumes WHERE id=?", (volume_id,))
+
+    def volume(self, volume_id: str) -> Volume | None:
+        with self._lock:
+            row = self._db.execute(_VOLUME_SELECT + " WHERE id=?", (volume_id,)).fetchone()
+        return _volume(row) if row else None
+
+    def volume_by_name(self, name: str) -> Volume | None:
+        with self._lock:
+            row = self._db.execute(_VOLUME_SELECT + " WHERE name=?", (name,)).fetchone()
+        return _volume(row) if row else None
+
+    def volumes_page(self, after_seq: int, limit: int) -> tuple[list[Volume], int | None]:
+        """Volumes in creation order after sequence number after_seq; also the next token or None."""
+        query = _VOLUME_SELECT.replace(" FROM volumes", ", seq FROM volumes")
+        query += " WHERE seq > ? ORDER BY seq LIMIT ?"
+        with self._lock:
+            rows = self._db.execute(query, (after_seq, limit + 1 if limit else -1)).fetchall()
+        more = bool(limit) and len(rows) > limit
+        rows = rows[:limit] if limit else rows
+        next_seq = rows[-1][-1] if more and rows else None
+        return [_volume(r[:-1]) for r in rows], next_seq
+
+    def volume_count(self) -> int:
+        with self._lock:
+            count: int = self._db.execute("SELECT count(*) FROM volumes").fetchone()[0]
+        return count
+
+    def all_volumes(self) -> list[Volume]:
+        with self._lock:
+            rows = self._db.execute(_VOLUME_SELECT + " ORDER BY seq").fetchall()
+        return [_volume(r) for r in rows]
+
+    # snapshots
+
+    def add_snapshot(self, snap: Snapshot) -> None:
+        with self.transaction() as db:
+            db.execute(
+                "INSERT INTO snapshots (id, name, source_volume_id, size_bytes, created_at, ready)"
+                " VALUES (?,?,?,?,?,?)",
+                (
+                    snap.id,
+                    snap.name,
+                    snap.source_volume_id,
+                    snap.size_bytes,
+                    snap.created_at,
+                    int(snap.ready),
+                ),
+            )
+
+    def remove_snapshot(self, snapshot_id: str) -> None:
+        with self.transaction() as db:
+            db.execute("DELETE FROM snapshots WHERE id=?", (snapshot_id,))
+
+    def snapshot(self, snapshot_id: str) -> Snapshot | None:
+        with self._lock:
+            row = self._db.execute(_SNAPSHOT_SELECT + " WHERE id=?", (snapshot_id,)).fetchone()
+        return _snapshot(row) if row else None
+
+    def snapshot_by_name(self, name: str) -> Snapshot | None:
+        with self._lock:
+            row = self._db.execute(_SNAPSHOT_SELECT + " WHERE name=?", (name,)).fetchone()
+        return _snapshot(row) if row else None
+
+    def snapshots_page(
+        self, after_seq: int, limit: int, source_volume_id: str = ""
+    ) -> tuple[list[Snapshot], int | None]:
+        if source_volume_id:
+            query = _SNAPSHOT_PAGE + " AND source_volume_id = ? ORDER BY seq LIMIT ?"
+            args: tuple[object, ...] = (after_seq, source_volume_id)
+        else:
+            query = _SNAPSHOT_PAGE + " ORDER BY seq LIMIT ?"
+            args = (after_seq,)
+        with self._lock:
+            rows = self._db.execute(query, (*args, limit + 1 if limit else -1)).fetchall()
+        more = bool(limit) and len(rows) > limit
+        rows = rows[:limit] if limit else rows
+        next_seq = rows[-1][-1] if more and rows else None
+        return [_snapshot(r[:-1]) for r in rows], next_seq
+
+    def snapshots_of(self, volume_id: str) -> list[Snapshot]:
+        with self._lock:
+            rows = self._db.execute(
+                _SNAPSHOT_SELECT + " WHERE source_volume_id=? ORDER BY seq", (volume_id,)
+            ).fetchall()
+        return [_snapshot(r) for r in rows]
+
+    def all_snapshots(self) -> list[Snapshot]:
+        with self._lock:
+            rows = self._db.execute(_SNAPSHOT_SELECT + " ORDER BY seq").fetchall()
+        return [_snapshot(r) for r in rows]
+
+    # stagings
+
+    def put_staging(self, st: Staging) -> None:
+        with self.transaction() as db:
+            db.execute(
+                "INSERT OR REPLACE INTO stagings (volume_id, staging_path, label, flags, device,"
+                " access_type, state) VALUES (?,?,?,?,?,?,?)",
+                (
+                    st.volume_id,
+                    st.staging_path,
+                    st.label,
+                    json.dumps(list(st.flags)),
+                    st.device,
+                    st.access_type.value,
+                    st.state.value,
+                ),
+            )
+
+    def remove_staging(self, volume_id: str, staging_path: str) -> None:
+        with self.transaction() as db:
+            db.execute(
+                "DELETE FROM stagings WHERE volume_id=? AND staging_path=?",
+                (volume_id, staging_path),
+            )
+
+    def stagings(self, volume_id: str | None = None) -> list[Staging]:
+        query = (
+            "SELECT volume_id, staging_path, label, flags, device, access_type, state FROM stagings"
+        )
+        with self._lock:
+            if volume_id is None:
+                rows = self._db.execute(query).fetchall()
+            else:
+                rows = self._db.execute(query + " WHERE volume_id=?", (volume_id,)).fetchall()
+        return [
+            Staging(
+                r[0],
+                r[1],
+                r[2],
+                tuple(json.loads(r[3])),
+                r[4],
+                AccessType(r[5]),
+                StagingState(r[6]),
+            )
+            for r in rows
+        ]
+
+    # publications
+
+    def put_publication(self, pub: Publication) -> None:
+        with self.transaction() as db:
+            db.execute(
+                "INSERT OR REPLACE INTO publications (volume_id, target_path, staging_path,"
+                " read_only, label, flags, access_mode) VALUES (?,?,?,?,?,?,?)",
+                (
+                    pub.volume_id,
+                    pub.target_path,
+                    pub.staging_path,
+                    int(pub.read_only),
+                    pub.label,
+                    json.dumps(list(pub.flags)),
+                    pub.access_mode,
+                ),
+            )
+
+    def remove_publication(self, volume_id: str, target_path: str) -> None:
+        with self.transaction() as db:
+            db.execute(
+                "DELETE FROM publications WHERE volume_id=? AND target_path=?",
+                (volume_id, target_path),
+            )
+
+    def publications(self, volume_id: str | None = None) -> list[Publication]:
+        query = (
+            "SELECT volume_id, target_path, staging_path, read_only, label, flags, access_mode"
+            " FROM publications"
+        )
+        with self._lock:
+            if volume_id is None:
+                rows = self._db.execute(query).fetchall()
+            else:
+                rows = self._db.execute(query + " WHERE volume_id=?", (volume_id,)).fetchall()
+        return [
+            Publication(r[0], r[1], r[2], bool(r[3]), r[4], tuple(json.loads(r[5])), r[6])
+            for r in rows
+        ]
+
+    def published_volume_ids(self) -> set[str]:
+        with self._lock:
+            rows = self._db.execute("SELECT DISTINCT volume_id FROM publications").fetchall()
+        return {r[0] for r in rows}
+
+
+_VOLUME_SELECT = (
+    "SELECT id, name, kind, capacity_bytes, access_type, fs_type, parameters, content_source,"
+    " ephemeral, created_at FROM volumes"
+)
+_SNAPSHOT_SELECT = "SELECT id, name, source_volume_id, size_bytes, created_at, ready FROM snapshots"
+_SNAPSHOT_PAGE = (
+    "SELECT id, name, source_volume_id, size_bytes, created_at, ready, seq FROM snapshots"
+    " WHERE seq > ?"
+)
+
+
+def _volume(row: tuple[object, ...]) -> Volume:
+    return Volume(
+        id=str(row[0]),
+        name=str(row[1]),
+        kind=str(row[2]),
+        capacity_bytes=int(str(row[3])),
+        access_type=AccessType(str(row[4])),
+        fs_type=str(row[5]),
+        parameters=dict(json.loads(str(row[6]))),
+        content_source=str(row[7]),
+        ephemeral=bool(row[8]),
+        created_at=float(str(row[9])),
+    )
+
+
+def _snapshot(row: tuple[object, ...]) -> Snapshot:
+    return Snapshot(
+        id=str(row[0]),
+        name=str(row[1]),
+        source_volume_id=str(row[2]),
+        size_bytes=int(str(row[3])),
+        created_at=float(str(row[4])),
+        ready=bool(row[5]),
+    )
