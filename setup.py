@@ -11,6 +11,11 @@ from setuptools.command.build_py import build_py
 ROOT = Path(__file__).resolve().parent
 
 
+# The stub package is listed in pyproject.toml; it must exist before setuptools looks for it
+# (a fresh clone has no generated files), and build_py fills it.
+(ROOT / "csi_hostpath_selinux" / "_proto").mkdir(exist_ok=True)
+
+
 class BuildWithStubs(build_py):
     """build_py that first writes the generated CSI stubs next to the package sources."""
 
