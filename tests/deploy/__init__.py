@@ -1,0 +1,1 @@
+"""Tests of the deployment files: manifests, Helm chart, Dockerfile (offline)."""
