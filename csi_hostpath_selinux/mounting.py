@@ -17,7 +17,7 @@ import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
-from . import paths
+from . import fsgroup, paths
 from .backends import Backend, StageRequest
 from .config import DriverConfig
 from .errors import (
@@ -307,11 +307,26 @@ class NodeVolumes:
             raise self.mount_failure(vol, staging_path, flags, exc) from exc
         try:
             self.verify(vol, staging_path, flags)
+            self.apply_mount_group(vol, backend, staging_path, args.capability)
         except LabelVerificationError:
             self.metrics.verification_failure()
             backend.unstage(vol, staging_path, device)
             raise
+        except BaseException:
+            backend.unstage(vol, staging_path, device)
+            raise
         return device
+
+    def apply_mount_group(self, vol: Volume, backend: Backend, path: str, cap: Capability) -> None:
+        """Give the volume the pod's fsGroup where the kind has no mount option for it."""
+        if not cap.volume_mount_group or vol.access_type is AccessType.BLOCK:
+            return
+        gid = fsgroup.parse_gid(cap.volume_mount_group)
+        if backend.mount_group_option:
+            return
+        real = self.real_path(path)
+        if real is not None:
+            fsgroup.apply(real, gid)
 
     def mount_failure(
         self, vol: Volume, path: str, flags: MountFlags, exc: MountError
@@ -420,6 +435,10 @@ class NodeVolumes:
                 raise FailedPrecondition(
                     f"volume {vol.id} is ReadWriteOncePod (SINGLE_NODE_SINGLE_WRITER) and already "
                     f"published at {others[0].target_path}; only one pod may use it"
+                )
+            if args.capability.volume_mount_group and not read_only:
+                self.apply_mount_group(
+                    vol, self.backends[vol.kind], st.staging_path, args.capability
                 )
             self.bind(vol, st, target, read_only, flags)
             self.catalog.put_publication(

@@ -27,6 +27,7 @@ class NodeService(rpc.NodeServicer):
         _RPC.EXPAND_VOLUME,
         _RPC.GET_VOLUME_HEALTH,
         _RPC.GET_STORAGE_HEALTH,
+        _RPC.VOLUME_MOUNT_GROUP,
     )
 
     def __init__(

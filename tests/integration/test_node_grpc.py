@@ -317,7 +317,7 @@ def test_health_reports_what_happened_behind_the_drivers_back(
 
 def test_secrets_never_reach_the_log(csi: Clients, driver: DriverProcess) -> None:
     request = create("pvc-secret", mount_cap("ext4"))
-    request.secrets["password"] = "hunter2-secret-value"
+    request.secrets["password"] = "hunter2-secret-value"  # noqa: S105 - must stay out of the log
     vol = csi.controller.CreateVolume(request).volume
     csi.controller.DeleteVolume(
         pb.DeleteVolumeRequest(volume_id=vol.volume_id, secrets={"token": "s3cr3t-token"})
@@ -326,3 +326,19 @@ def test_secrets_never_reach_the_log(csi: Clients, driver: DriverProcess) -> Non
     assert "CreateVolume request" in log, "the debug log records requests"
     assert "hunter2-secret-value" not in log and "s3cr3t-token" not in log
     assert "<redacted>" in log
+
+
+def test_fsgroup_is_applied_by_the_driver(csi: Clients, driver: DriverProcess) -> None:
+    caps = csi.node.NodeGetCapabilities(pb.NodeGetCapabilitiesRequest()).capabilities
+    assert pb.NodeServiceCapability.RPC.VOLUME_MOUNT_GROUP in [c.rpc.type for c in caps]
+    cap = mount_cap("ext4")
+    cap.mount.volume_mount_group = "4321"
+    vol = csi.controller.CreateVolume(create("pvc-fsgroup", mount_cap("ext4"))).volume
+    staging, target = paths(driver, "fsgroup")
+    stage(csi, vol.volume_id, staging, cap)
+    publish(csi, vol.volume_id, staging, target, cap)
+    root = os.stat(target)
+    assert root.st_gid == 4321 and root.st_mode & stat.S_ISGID
+    Path(target, "new").write_bytes(b"x")
+    assert os.stat(Path(target, "new")).st_gid == 4321, "new files inherit the pod's group"
+    teardown(csi, vol.volume_id, staging, target)
