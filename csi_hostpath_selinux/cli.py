@@ -84,8 +84,9 @@ def parser() -> argparse.ArgumentParser:
         "--capacity",
         type=size,
         default=0,
-        help="most capacity GetCapacity reports; 0 means the free space of the state "
-        "directory (default: 0)",
+        help="total capacity this node provisions: GetCapacity reports this minus the volumes "
+        "already created, and never more than the state directory's free space; 0 means the "
+        "free space alone (default: 0)",
     )
     p.add_argument(
         "--workers", type=int, default=16, help="gRPC worker threads (default: %(default)s)"

@@ -172,7 +172,10 @@ class ControllerService(rpc.ControllerServicer):
         st = os.statvfs(self.config.state_dir)
         free = st.f_bavail * st.f_frsize
         if self.config.max_capacity_bytes:
-            free = min(free, self.config.max_capacity_bytes)
+            # --capacity caps what the node provisions in total (images are sparse, so the free
+            # space alone would promise more than the disk can hold once volumes fill up).
+            left = self.config.max_capacity_bytes - self.catalog.provisioned_bytes()
+            free = max(0, min(free, left))
         response = pb.GetCapacityResponse(available_capacity=free)
         response.maximum_volume_size.value = min(free, self.config.max_volume_bytes)
         return response

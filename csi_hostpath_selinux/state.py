@@ -168,6 +168,14 @@ class Catalog:
             count: int = self._db.execute("SELECT count(*) FROM volumes").fetchone()[0]
         return count
 
+    def provisioned_bytes(self) -> int:
+        """The sum of every volume's capacity (what GetCapacity's configured maximum limits)."""
+        with self._lock:
+            total: int = self._db.execute(
+                "SELECT coalesce(sum(capacity_bytes), 0) FROM volumes"
+            ).fetchone()[0]
+        return total
+
     def all_volumes(self) -> list[Volume]:
         with self._lock:
             rows = self._db.execute(_VOLUME_SELECT + " ORDER BY seq").fetchall()

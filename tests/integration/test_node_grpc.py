@@ -14,7 +14,7 @@ import pytest
 from csi_hostpath_selinux._proto import csi_pb2 as pb
 from csi_hostpath_selinux.backends.image import has_sys_resource
 from csi_hostpath_selinux.mounts import find_mount, read_mountinfo
-from tests.support.driver import Clients, DriverProcess, clients
+from tests.support.driver import Clients, DriverProcess, clients, running_driver
 from tests.support.requests import L1, MIB, RWOP, block_cap, context_flag, create, mount_cap
 
 pytestmark = pytest.mark.integration
@@ -342,3 +342,19 @@ def test_fsgroup_is_applied_by_the_driver(csi: Clients, driver: DriverProcess) -
     Path(target, "new").write_bytes(b"x")
     assert os.stat(Path(target, "new")).st_gid == 4321, "new files inherit the pod's group"
     teardown(csi, vol.volume_id, staging, target)
+
+
+def test_get_capacity_honours_the_configured_maximum(tmp_path: Path) -> None:
+    with running_driver(tmp_path / "cap", extra_args=("--capacity", "1Gi")) as d:
+        csi = clients(d.channel())
+        assert csi.controller.GetCapacity(pb.GetCapacityRequest()).available_capacity == 1024 * MIB
+        vol = csi.controller.CreateVolume(create("pvc-cap", mount_cap("ext4"), 256 * MIB)).volume
+        assert csi.controller.GetCapacity(pb.GetCapacityRequest()).available_capacity == 768 * MIB
+        other = pb.GetCapacityRequest(
+            accessible_topology=pb.Topology(
+                segments={"topology.hostpath-selinux.csi.k8s.io/node": "other"}
+            )
+        )
+        assert csi.controller.GetCapacity(other).available_capacity == 0
+        csi.controller.DeleteVolume(pb.DeleteVolumeRequest(volume_id=vol.volume_id))
+    assert not d.leaked
