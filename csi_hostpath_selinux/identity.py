@@ -30,7 +30,12 @@ class IdentityService(rpc.IdentityServicer):
     def GetPluginCapabilities(
         self, request: pb.GetPluginCapabilitiesRequest, context: grpc.ServicerContext
     ) -> pb.GetPluginCapabilitiesResponse:
-        services = [_Cap.Service.CONTROLLER_SERVICE, _Cap.Service.VOLUME_ACCESSIBILITY_CONSTRAINTS]
+        services = [
+            _Cap.Service.CONTROLLER_SERVICE,
+            _Cap.Service.VOLUME_ACCESSIBILITY_CONSTRAINTS,
+            _Cap.Service.GROUP_CONTROLLER_SERVICE,
+            _Cap.Service.SNAPSHOT_METADATA_SERVICE,
+        ]
         return pb.GetPluginCapabilitiesResponse(
             capabilities=[_Cap(service=_Cap.Service(type=t)) for t in services]
             + [_Cap(volume_expansion=_Cap.VolumeExpansion(type=_Cap.VolumeExpansion.ONLINE))]

@@ -17,6 +17,8 @@ from .backends import BACKENDS, Backend, BackendEnv
 from .config import DriverConfig
 from .controller import ControllerService
 from .ephemeral import EphemeralVolumes
+from .group_controller import GroupControllerService
+from .group_snapshots import GroupSnapshots
 from .health import HealthChecker
 from .identity import IdentityService
 from .interceptor import DriverInterceptor
@@ -27,6 +29,7 @@ from .mounts import LinuxMounter, Mounter
 from .node import NodeService
 from .recovery import reconcile
 from .selinux import probe_support
+from .snapshot_metadata import SnapshotMetadataReader, SnapshotMetadataService
 from .snapshots import SnapshotManager
 from .state import Catalog
 from .volumes import VolumeManager
@@ -108,6 +111,12 @@ def build(config: DriverConfig, mounter: Mounter | None = None) -> Driver:
         ControllerService(config, catalog, volumes, snapshots, health), server
     )
     rpc.add_NodeServicer_to_server(NodeService(config, node, ephemeral, health), server)
+    rpc.add_GroupControllerServicer_to_server(
+        GroupControllerService(GroupSnapshots(catalog, backends, locks, snapshots)), server
+    )
+    rpc.add_SnapshotMetadataServicer_to_server(
+        SnapshotMetadataService(SnapshotMetadataReader(catalog, backends)), server
+    )
     if socket_path is not None:
         socket_path.parent.mkdir(parents=True, exist_ok=True)
         remove_socket(socket_path)

@@ -9,8 +9,9 @@ from __future__ import annotations
 import json
 import sqlite3
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
 from .models import AccessType, Publication, Snapshot, Staging, StagingState, Volume
@@ -60,6 +61,15 @@ CREATE TABLE IF NOT EXISTS publications (
     flags TEXT NOT NULL,
     access_mode INTEGER NOT NULL,
     PRIMARY KEY (volume_id, target_path)
+);
+-- group snapshots: members is a JSON list of [volume_id, snapshot_id] pairs, and each member is
+-- also a row of snapshots (so CreateVolume, GetSnapshot and ListSnapshots see it).
+CREATE TABLE IF NOT EXISTS volume_group_snapshots (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    id TEXT NOT NULL UNIQUE,
+    name TEXT NOT NULL UNIQUE,
+    created_at REAL NOT NULL,
+    members TEXT NOT NULL
 );
 """
 
@@ -332,6 +342,70 @@ class Catalog:
             rows = self._db.execute("SELECT DISTINCT volume_id FROM publications").fetchall()
         return {r[0] for r in rows}
 
+    # group snapshots
+
+    def add_group_snapshot(self, group: GroupSnapshot, members: Sequence[Snapshot]) -> None:
+        """Record a group and its member snapshots in one transaction: all of them or none."""
+        with self.transaction() as db:
+            for snap in members:
+                db.execute(
+                    "INSERT INTO snapshots (id, name, source_volume_id, size_bytes, created_at,"
+                    " ready) VALUES (?,?,?,?,?,?)",
+                    (
+                        snap.id,
+                        snap.name,
+                        snap.source_volume_id,
+                        snap.size_bytes,
+                        snap.created_at,
+                        int(snap.ready),
+                    ),
+                )
+            db.execute(
+                "INSERT INTO volume_group_snapshots (id, name, created_at, members)"
+                " VALUES (?,?,?,?)",
+                (
+                    group.id,
+                    group.name,
+                    group.created_at,
+                    json.dumps([[m.volume_id, m.snapshot_id] for m in group.members]),
+                ),
+            )
+
+    def remove_group_snapshot(self, group_id: str) -> None:
+        """Forget a group and its member snapshots in one transaction."""
+        with self.transaction() as db:
+            row = db.execute(
+                _GROUP_SELECT + " WHERE id=?",
+                (group_id,),
+            ).fetchone()
+            if row is None:
+                return
+            for member in _group_snapshot(row).members:
+                db.execute("DELETE FROM snapshots WHERE id=?", (member.snapshot_id,))
+            db.execute("DELETE FROM volume_group_snapshots WHERE id=?", (group_id,))
+
+    def group_snapshot(self, group_id: str) -> GroupSnapshot | None:
+        with self._lock:
+            row = self._db.execute(_GROUP_SELECT + " WHERE id=?", (group_id,)).fetchone()
+        return _group_snapshot(row) if row else None
+
+    def group_snapshot_by_name(self, name: str) -> GroupSnapshot | None:
+        with self._lock:
+            row = self._db.execute(_GROUP_SELECT + " WHERE name=?", (name,)).fetchone()
+        return _group_snapshot(row) if row else None
+
+    def group_of_snapshot(self, snapshot_id: str) -> str | None:
+        """The id of the group snapshot that snapshot_id is a member of, or None."""
+        with self._lock:
+            rows = self._db.execute(
+                _GROUP_SELECT + " WHERE instr(members, ?) > 0", (json.dumps(snapshot_id),)
+            ).fetchall()
+        for row in rows:
+            group = _group_snapshot(row)
+            if snapshot_id in group.snapshot_ids:
+                return group.id
+        return None
+
 
 _VOLUME_SELECT = (
     "SELECT id, name, kind, capacity_bytes, access_type, fs_type, parameters, content_source,"
@@ -367,4 +441,43 @@ def _snapshot(row: tuple[object, ...]) -> Snapshot:
         size_bytes=int(str(row[3])),
         created_at=float(str(row[4])),
         ready=bool(row[5]),
+    )
+
+
+# group snapshots
+
+
+@dataclass(frozen=True)
+class GroupMember:
+    volume_id: str
+    snapshot_id: str
+
+
+@dataclass(frozen=True)
+class GroupSnapshot:
+    """A volume group snapshot: snapshots of several volumes taken at one point in time."""
+
+    id: str
+    name: str
+    created_at: float
+    members: tuple[GroupMember, ...]
+
+    @property
+    def snapshot_ids(self) -> list[str]:
+        return [m.snapshot_id for m in self.members]
+
+    @property
+    def volume_ids(self) -> list[str]:
+        return [m.volume_id for m in self.members]
+
+
+_GROUP_SELECT = "SELECT id, name, created_at, members FROM volume_group_snapshots"
+
+
+def _group_snapshot(row: tuple[object, ...]) -> GroupSnapshot:
+    return GroupSnapshot(
+        id=str(row[0]),
+        name=str(row[1]),
+        created_at=float(str(row[2])),
+        members=tuple(GroupMember(str(v), str(s)) for v, s in json.loads(str(row[3]))),
     )
