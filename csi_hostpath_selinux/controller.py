@@ -12,6 +12,7 @@ from ._proto import csi_pb2_grpc as rpc
 from .config import DriverConfig
 from .errors import DriverError, InvalidArgument, Unimplemented
 from .health import HealthChecker
+from .models import Snapshot
 from .selinux import parse_mount_flags
 from .snapshots import SnapshotManager
 from .state import Catalog
@@ -203,7 +204,7 @@ class ControllerService(rpc.ControllerServicer):
         self, request: pb.CreateSnapshotRequest, context: grpc.ServicerContext
     ) -> pb.CreateSnapshotResponse:
         snap = self.snapshots.create(request.name, request.source_volume_id)
-        return pb.CreateSnapshotResponse(snapshot=convert.snapshot(snap))
+        return pb.CreateSnapshotResponse(snapshot=self.snapshot_message(snap))
 
     def DeleteSnapshot(
         self, request: pb.DeleteSnapshotRequest, context: grpc.ServicerContext
@@ -215,7 +216,7 @@ class ControllerService(rpc.ControllerServicer):
         self, request: pb.GetSnapshotRequest, context: grpc.ServicerContext
     ) -> pb.GetSnapshotResponse:
         return pb.GetSnapshotResponse(
-            snapshot=convert.snapshot(self.snapshots.get(request.snapshot_id))
+            snapshot=self.snapshot_message(self.snapshots.get(request.snapshot_id))
         )
 
     def ListSnapshots(
@@ -228,9 +229,14 @@ class ControllerService(rpc.ControllerServicer):
             request.max_entries,
         )
         return pb.ListSnapshotsResponse(
-            entries=[pb.ListSnapshotsResponse.Entry(snapshot=convert.snapshot(s)) for s in snaps],
+            entries=[
+                pb.ListSnapshotsResponse.Entry(snapshot=self.snapshot_message(s)) for s in snaps
+            ],
             next_token=token,
         )
+
+    def snapshot_message(self, snap: Snapshot) -> pb.Snapshot:
+        return convert.snapshot(snap, self.catalog.group_of_snapshot(snap.id))
 
     def ControllerPublishVolume(
         self, request: pb.ControllerPublishVolumeRequest, context: grpc.ServicerContext

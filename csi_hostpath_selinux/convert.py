@@ -83,13 +83,15 @@ def timestamp(seconds: float) -> Timestamp:
     return ts
 
 
-def snapshot(snap: Snapshot) -> pb.Snapshot:
+def snapshot(snap: Snapshot, group_id: str | None = None) -> pb.Snapshot:
+    """The spec's Snapshot; with group_id, the group it must be deleted with."""
     return pb.Snapshot(
         snapshot_id=snap.id,
         source_volume_id=snap.source_volume_id,
         size_bytes=snap.size_bytes,
         creation_time=timestamp(snap.created_at),
         ready_to_use=snap.ready,
+        group_snapshot_id=group_id or "",
     )
 
 

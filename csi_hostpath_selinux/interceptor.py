@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any
 
 import grpc
@@ -68,19 +68,74 @@ class DriverInterceptor(grpc.ServerInterceptor):  # type: ignore[type-arg]
         handler_call_details: grpc.HandlerCallDetails,
     ) -> Handler | None:
         handler = continuation(handler_call_details)
-        if handler is None or handler.unary_unary is None:
+        if handler is None:
             return handler
         method = handler_call_details.method.rsplit("/", 1)[-1]
-        inner = handler.unary_unary
+        if handler.unary_unary is not None:
+            unary = handler.unary_unary
 
-        def behaviour(request: Any, context: grpc.ServicerContext) -> Any:
-            return self.call(method, inner, request, context)
+            def behaviour(request: Any, context: grpc.ServicerContext) -> Any:
+                return self.call(method, unary, request, context)
 
-        return grpc.unary_unary_rpc_method_handler(
-            behaviour,
-            request_deserializer=handler.request_deserializer,
-            response_serializer=handler.response_serializer,
-        )
+            return grpc.unary_unary_rpc_method_handler(
+                behaviour,
+                request_deserializer=handler.request_deserializer,
+                response_serializer=handler.response_serializer,
+            )
+        if handler.unary_stream is not None:
+            streaming = handler.unary_stream
+
+            def stream_behaviour(request: Any, context: grpc.ServicerContext) -> Iterator[Any]:
+                return self.stream(method, streaming, request, context)
+
+            return grpc.unary_stream_rpc_method_handler(
+                stream_behaviour,
+                request_deserializer=handler.request_deserializer,
+                response_serializer=handler.response_serializer,
+            )
+        return handler
+
+    def stream(
+        self,
+        method: str,
+        inner: Callable[[Any, grpc.ServicerContext], Iterator[Any]],
+        request: Message,
+        context: grpc.ServicerContext,
+    ) -> Iterator[Any]:
+        """The streaming twin of call(): the same logging, timing and error mapping."""
+        start = time.monotonic()
+        if log.isEnabledFor(logging.DEBUG):
+            log.debug(
+                "%s request: %s",
+                method,
+                text_format.MessageToString(redacted(request), as_one_line=True),
+            )
+        code = grpc.StatusCode.OK
+        sent = 0
+        try:
+            for response in inner(request, context):
+                sent += 1
+                yield response
+        except DriverError as exc:
+            code = exc.code
+            log.info("%s failed: %s: %s", method, code.name, exc.message)
+            context.abort(code, exc.message)
+        except Exception as exc:
+            if _is_abort(context):
+                raise
+            code = grpc.StatusCode.INTERNAL
+            log.exception("%s failed with an unexpected error", method)
+            context.abort(code, f"internal error in the driver: {type(exc).__name__}: {exc}")
+        finally:
+            elapsed = time.monotonic() - start
+            self.metrics.observe_rpc(method, code.name, elapsed)
+            log.debug(
+                "%s finished %s after %d message(s) in %.1f ms",
+                method,
+                code.name,
+                sent,
+                elapsed * 1000,
+            )
 
     def call(
         self,

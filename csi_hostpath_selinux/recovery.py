@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 
 from . import loopdev
 from .backends import Backend
-from .models import AccessType, StagingState, is_volume_id
+from .models import AccessType, StagingState, is_snapshot_id, is_volume_id
 from .mounting import NodeVolumes
 from .mounts import read_mountinfo
 from .state import Catalog
@@ -44,6 +44,7 @@ class Report:
 def reconcile(catalog: Catalog, backends: dict[str, Backend], node: NodeVolumes) -> Report:
     report = Report()
     _remove_orphan_storage(catalog, backends, report)
+    _remove_orphan_snapshots(catalog, backends, report)
     for st in catalog.stagings():
         vol = catalog.volume(st.volume_id)
         if vol is None:
@@ -92,6 +93,23 @@ def _remove_orphan_storage(catalog: Catalog, backends: dict[str, Backend], repor
                 path.unlink()
             report.orphan_storage.append(entry.name)
         break  # every backend shares the one volumes directory
+
+
+def _remove_orphan_snapshots(
+    catalog: Catalog, backends: dict[str, Backend], report: Report
+) -> None:
+    """Snapshot files whose catalog entry was never written (killed between copy and record)."""
+    known = {s.id for s in catalog.all_snapshots()}
+    directory = next(iter(backends.values())).env.snapshots_dir
+    if not directory.is_dir():
+        return
+    for entry in os.scandir(directory):
+        snapshot_id = entry.name.rsplit(".", 1)[0]
+        if not is_snapshot_id(snapshot_id) or snapshot_id in known:
+            continue
+        if entry.is_file(follow_symlinks=False):
+            (directory / entry.name).unlink()
+            report.orphan_storage.append(entry.name)
 
 
 def _detach_unused_loops(catalog: Catalog, backends: dict[str, Backend], report: Report) -> None:

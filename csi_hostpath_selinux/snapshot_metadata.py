@@ -32,7 +32,7 @@ import grpc
 from ._proto import csi_pb2 as pb
 from ._proto import csi_pb2_grpc as rpc
 from .backends import Backend, ImageBackend
-from .errors import DriverError, Internal, InvalidArgument, NotFound, OutOfRange
+from .errors import Internal, InvalidArgument, NotFound, OutOfRange
 from .extents import Extent, Segment, batches, clip, coalesce, delta_plan, differing_blocks
 from .models import AccessType, Snapshot, is_snapshot_id
 from .state import Catalog
@@ -182,8 +182,7 @@ Response = TypeVar("Response", pb.GetMetadataAllocatedResponse, pb.GetMetadataDe
 class SnapshotMetadataService(rpc.SnapshotMetadataServicer):
     """Streams the reader's ranges in the spec's chunks.
 
-    The driver's interceptor maps errors of unary calls only, so these streaming handlers turn a
-    DriverError into its status themselves (in `stream`, the one place for this service).
+    Errors are raised as DriverErrors; the driver's interceptor maps them for streams too.
     """
 
     def __init__(self, reader: SnapshotMetadataReader) -> None:
@@ -193,8 +192,6 @@ class SnapshotMetadataService(rpc.SnapshotMetadataServicer):
         self, request: pb.GetMetadataAllocatedRequest, context: grpc.ServicerContext
     ) -> Iterator[pb.GetMetadataAllocatedResponse]:
         return stream(
-            "GetMetadataAllocated",
-            context,
             lambda: self.reader.allocated(request.snapshot_id, request.starting_offset),
             request.max_results,
             pb.GetMetadataAllocatedResponse,
@@ -204,8 +201,6 @@ class SnapshotMetadataService(rpc.SnapshotMetadataServicer):
         self, request: pb.GetMetadataDeltaRequest, context: grpc.ServicerContext
     ) -> Iterator[pb.GetMetadataDeltaResponse]:
         return stream(
-            "GetMetadataDelta",
-            context,
             lambda: self.reader.delta(
                 request.base_snapshot_id, request.target_snapshot_id, request.starting_offset
             ),
@@ -215,16 +210,14 @@ class SnapshotMetadataService(rpc.SnapshotMetadataServicer):
 
 
 def stream(
-    method: str,
-    context: grpc.ServicerContext,
     opener: Callable[[], AbstractContextManager[MetadataStream]],
     max_results: int,
     response: type[Response],
 ) -> Iterator[Response]:
-    """Validate, then send the ranges max_results at a time; map DriverErrors to statuses."""
+    """Validate, then send the ranges max_results at a time (the interceptor maps errors)."""
+    if max_results < 0:
+        raise InvalidArgument(f"max_results must not be negative, got {max_results}")
     try:
-        if max_results < 0:
-            raise InvalidArgument(f"max_results must not be negative, got {max_results}")
         with opener() as found:
             for batch in batches(found.extents, max_results or DEFAULT_MAX_RESULTS):
                 yield response(
@@ -234,9 +227,5 @@ def stream(
                         pb.BlockMetadata(byte_offset=e.offset, size_bytes=e.length) for e in batch
                     ],
                 )
-    except DriverError as exc:
-        log.info("%s failed: %s: %s", method, exc.code.name, exc.message)
-        context.abort(exc.code, exc.message)
     except OSError as exc:
-        log.exception("%s failed reading a snapshot image", method)
-        context.abort(grpc.StatusCode.INTERNAL, f"reading a snapshot image failed: {exc}")
+        raise Internal(f"reading a snapshot image failed: {exc.strerror or exc}") from exc

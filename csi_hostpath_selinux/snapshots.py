@@ -9,7 +9,7 @@ from pathlib import Path
 
 from .backends import Backend
 from .config import DriverConfig
-from .errors import AlreadyExists, InvalidArgument, NotFound
+from .errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound
 from .locks import OperationLocks
 from .models import Snapshot, is_snapshot_id, is_volume_id, new_snapshot_id
 from .mounts import find_mount
@@ -79,6 +79,12 @@ class SnapshotManager:
             snap = self.catalog.snapshot(snapshot_id)
             if snap is None:
                 return
+            group = self.catalog.group_of_snapshot(snap.id)
+            if group is not None:
+                raise FailedPrecondition(
+                    f"snapshot {snap.id} is part of volume group snapshot {group}; delete the "
+                    "group snapshot instead"
+                )
             kind = snap_kind(snap.id, self.backends)
             self.catalog.remove_snapshot(snap.id)
             if kind:

@@ -108,6 +108,10 @@ class ImageBackend(Backend):
         options = request.flags.all_options()
         if request.read_only and "ro" not in options:
             options = [*options, "ro"]
+        if volume.fs_type == "xfs" and "nouuid" not in options:
+            # A restored or cloned image carries its source's filesystem UUID, and xfs refuses
+            # to mount a second filesystem with a UUID that is already mounted.
+            options = [*options, "nouuid"]
         try:
             self.env.mounter.mount(device, request.mount_target, volume.fs_type, options)
         except BaseException:

@@ -31,7 +31,7 @@ from csi_hostpath_selinux.mounts import LinuxMounter, find_mount
 from csi_hostpath_selinux.snapshots import SnapshotManager
 from csi_hostpath_selinux.state import Catalog
 from csi_hostpath_selinux.volumes import CapacityRange, VolumeManager
-from tests.support.driver import Clients, DriverProcess, cleanup_under
+from tests.support.driver import Clients, DriverProcess, cleanup_under, clients, running_driver
 from tests.support.requests import MIB, block_cap, create, mount_cap
 
 pytestmark = pytest.mark.integration
@@ -427,3 +427,34 @@ def test_an_uncopyable_kind_is_refused_before_anything_freezes(
     with pytest.raises(FailedPrecondition, match="cannot be snapshotted"):
         in_process.groups.create("g", [vol], {})
     assert not is_frozen(staging)
+
+
+def test_a_group_member_cannot_be_deleted_alone(tmp_path: Path) -> None:
+    with running_driver(tmp_path / "drv") as d:
+        csi = clients(d.channel())
+        cap = mount_cap("ext4")
+        vols = [csi.controller.CreateVolume(create(f"pvc-g{i}", cap)).volume for i in range(2)]
+        group = csi.group.CreateVolumeGroupSnapshot(
+            pb.CreateVolumeGroupSnapshotRequest(
+                name="grp", source_volume_ids=[v.volume_id for v in vols]
+            )
+        ).group_snapshot
+        member = group.snapshots[0]
+        listed = csi.controller.ListSnapshots(
+            pb.ListSnapshotsRequest(snapshot_id=member.snapshot_id)
+        )
+        assert listed.entries[0].snapshot.group_snapshot_id == group.group_snapshot_id
+        with pytest.raises(grpc.RpcError) as err:
+            csi.controller.DeleteSnapshot(pb.DeleteSnapshotRequest(snapshot_id=member.snapshot_id))
+        assert err.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+        assert group.group_snapshot_id in (err.value.details() or "")
+        csi.group.DeleteVolumeGroupSnapshot(
+            pb.DeleteVolumeGroupSnapshotRequest(
+                group_snapshot_id=group.group_snapshot_id,
+                snapshot_ids=[s.snapshot_id for s in group.snapshots],
+            )
+        )
+        assert list(csi.controller.ListSnapshots(pb.ListSnapshotsRequest()).entries) == []
+        for v in vols:
+            csi.controller.DeleteVolume(pb.DeleteVolumeRequest(volume_id=v.volume_id))
+    assert not d.leaked

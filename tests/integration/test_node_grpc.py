@@ -358,3 +358,39 @@ def test_get_capacity_honours_the_configured_maximum(tmp_path: Path) -> None:
         assert csi.controller.GetCapacity(other).available_capacity == 0
         csi.controller.DeleteVolume(pb.DeleteVolumeRequest(volume_id=vol.volume_id))
     assert not d.leaked
+
+
+def test_xfs_restore_mounts_beside_its_mounted_source(csi: Clients, driver: DriverProcess) -> None:
+    cap = mount_cap("xfs")
+    vol = csi.controller.CreateVolume(create("pvc-xsrc", cap, 320 * MIB)).volume
+    staging, target = paths(driver, "xsrc")
+    stage(csi, vol.volume_id, staging, cap)
+    publish(csi, vol.volume_id, staging, target, cap)
+    Path(target, "f").write_text("xfs data")
+    snap = csi.controller.CreateSnapshot(
+        pb.CreateSnapshotRequest(name="xsnap", source_volume_id=vol.volume_id)
+    ).snapshot
+    req = create("pvc-xrestore", cap, 320 * MIB)
+    req.volume_content_source.snapshot.snapshot_id = snap.snapshot_id
+    restored = csi.controller.CreateVolume(req).volume
+    staging2, target2 = paths(driver, "xrestore")
+    stage(csi, restored.volume_id, staging2, cap)  # same filesystem UUID as the mounted source
+    publish(csi, restored.volume_id, staging2, target2, cap)
+    assert Path(target2, "f").read_text() == "xfs data"
+    teardown(csi, restored.volume_id, staging2, target2)
+    teardown(csi, vol.volume_id, staging, target)
+    csi.controller.DeleteSnapshot(pb.DeleteSnapshotRequest(snapshot_id=snap.snapshot_id))
+
+
+def test_orphan_snapshot_files_are_removed_at_start(csi: Clients, driver: DriverProcess) -> None:
+    snapshots = driver.state_dir / "snapshots"
+    snapshots.mkdir(exist_ok=True)
+    orphan = snapshots / ("snap-" + "a" * 32 + ".img")
+    orphan.write_bytes(b"left by a kill between the copy and the catalog write")
+    unrelated = snapshots / "notes.txt"
+    unrelated.write_text("not the driver's")
+    driver.stop(signal.SIGKILL)
+    driver.start()
+    assert not orphan.exists()
+    assert unrelated.exists(), "only files the driver names are ever removed"
+    unrelated.unlink()

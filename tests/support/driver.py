@@ -105,10 +105,18 @@ class Clients:
     identity: rpc.IdentityStub
     controller: rpc.ControllerStub
     node: rpc.NodeStub
+    group: rpc.GroupControllerStub
+    metadata: rpc.SnapshotMetadataStub
 
 
 def clients(channel: grpc.Channel) -> Clients:
-    return Clients(rpc.IdentityStub(channel), rpc.ControllerStub(channel), rpc.NodeStub(channel))
+    return Clients(
+        rpc.IdentityStub(channel),
+        rpc.ControllerStub(channel),
+        rpc.NodeStub(channel),
+        rpc.GroupControllerStub(channel),
+        rpc.SnapshotMetadataStub(channel),
+    )
 
 
 @contextlib.contextmanager
