@@ -84,6 +84,9 @@ class Publication:
     label: str | None
     flags: tuple[str, ...]
     access_mode: int
+    #: A device made for this publication only (a read-only loop device for a read-only block
+    #: publish), released at unpublish; "" when the target shares the staged device.
+    device: str = ""
 
 
 class AccessMode(enum.IntEnum):

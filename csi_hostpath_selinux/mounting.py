@@ -440,7 +440,7 @@ class NodeVolumes:
                 self.apply_mount_group(
                     vol, self.backends[vol.kind], st.staging_path, args.capability
                 )
-            self.bind(vol, st, target, read_only, flags)
+            device = self.bind(vol, st, target, read_only, flags)
             self.catalog.put_publication(
                 Publication(
                     vol.id,
@@ -450,6 +450,7 @@ class NodeVolumes:
                     st.label,
                     tuple(args.capability.mount_flags),
                     int(args.capability.access_mode),
+                    device,
                 )
             )
             log.info(
@@ -458,11 +459,15 @@ class NodeVolumes:
 
     def bind(
         self, vol: Volume, st: Staging, target: str, read_only: bool, flags: MountFlags
-    ) -> None:
+    ) -> str:
+        """Bind the staged volume at target; return a device made for this target, or ""."""
         trusted = self.trusted(target)
+        backend = self.backends[vol.kind]
+        own_device = ""
         if vol.access_type is AccessType.BLOCK:
             paths.make_file(target, trusted_prefix=trusted)
-            source = st.device
+            source = backend.publish_device(vol, st.device, read_only)
+            own_device = source if source != st.device else ""
         else:
             paths.make_dir(target, trusted_prefix=trusted)
             source = ""
@@ -478,6 +483,8 @@ class NodeVolumes:
                             staging_fd, target_fd, read_only=read_only, extra_flags=vfs_flags(flags)
                         )
         except MountError as exc:
+            if own_device:
+                backend.release_publish_device(vol, own_device)
             raise Internal(
                 f"bind-mounting volume {vol.id} at {target} failed: {exc.message}"
             ) from exc
@@ -493,6 +500,7 @@ class NodeVolumes:
                     f"volume {vol.id} is mounted with SELinux context {st.label}, but its bind "
                     f"mount at {target} reads {label or 'no label'}"
                 )
+        return own_device
 
     # expand
 
@@ -575,6 +583,10 @@ class NodeVolumes:
             else:
                 raise Internal(f"volume {volume_id} is still mounted at {target} after unmounting")
             paths.remove_entry(target, self.trusted(target))
+            vol = self.catalog.volume(volume_id)
+            for pub in self.catalog.publications(volume_id):
+                if pub.target_path == target and pub.device and vol is not None:
+                    self.backends[vol.kind].release_publish_device(vol, pub.device)
             self.catalog.remove_publication(volume_id, target)
             log.info("unpublished volume %s from %s", volume_id, target)
 

@@ -67,6 +67,9 @@ def reconcile(catalog: Catalog, backends: dict[str, Backend], node: NodeVolumes)
             report.stale_records.append(f"{st.volume_id}@{st.staging_path}")
     for pub in catalog.publications():
         if not node.mounted(pub.target_path):
+            vol = catalog.volume(pub.volume_id)
+            if pub.device and vol is not None:
+                backends[vol.kind].release_publish_device(vol, pub.device)
             catalog.remove_publication(pub.volume_id, pub.target_path)
             report.stale_records.append(f"{pub.volume_id}@{pub.target_path}")
     _detach_unused_loops(catalog, backends, report)
@@ -115,6 +118,7 @@ def _remove_orphan_snapshots(
 def _detach_unused_loops(catalog: Catalog, backends: dict[str, Backend], report: Report) -> None:
     volumes_dir = next(iter(backends.values())).env.volumes_dir
     in_use = {st.device for st in catalog.stagings() if st.access_type is AccessType.BLOCK}
+    in_use |= {pub.device for pub in catalog.publications() if pub.device}
     mounted = {(m.major, m.minor) for m in read_mountinfo()}
     for dev in loopdev.list_attached():
         if os.path.dirname(dev.backing_file) != str(volumes_dir):

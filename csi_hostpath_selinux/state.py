@@ -60,6 +60,7 @@ CREATE TABLE IF NOT EXISTS publications (
     label TEXT,
     flags TEXT NOT NULL,
     access_mode INTEGER NOT NULL,
+    device TEXT NOT NULL,
     PRIMARY KEY (volume_id, target_path)
 );
 -- group snapshots: members is a JSON list of [volume_id, snapshot_id] pairs, and each member is
@@ -303,7 +304,7 @@ class Catalog:
         with self.transaction() as db:
             db.execute(
                 "INSERT OR REPLACE INTO publications (volume_id, target_path, staging_path,"
-                " read_only, label, flags, access_mode) VALUES (?,?,?,?,?,?,?)",
+                " read_only, label, flags, access_mode, device) VALUES (?,?,?,?,?,?,?,?)",
                 (
                     pub.volume_id,
                     pub.target_path,
@@ -312,6 +313,7 @@ class Catalog:
                     pub.label,
                     json.dumps(list(pub.flags)),
                     pub.access_mode,
+                    pub.device,
                 ),
             )
 
@@ -324,8 +326,8 @@ class Catalog:
 
     def publications(self, volume_id: str | None = None) -> list[Publication]:
         query = (
-            "SELECT volume_id, target_path, staging_path, read_only, label, flags, access_mode"
-            " FROM publications"
+            "SELECT volume_id, target_path, staging_path, read_only, label, flags, access_mode,"
+            " device FROM publications"
         )
         with self._lock:
             if volume_id is None:
@@ -333,7 +335,7 @@ class Catalog:
             else:
                 rows = self._db.execute(query + " WHERE volume_id=?", (volume_id,)).fetchall()
         return [
-            Publication(r[0], r[1], r[2], bool(r[3]), r[4], tuple(json.loads(r[5])), r[6])
+            Publication(r[0], r[1], r[2], bool(r[3]), r[4], tuple(json.loads(r[5])), r[6], r[7])
             for r in rows
         ]
 

@@ -122,6 +122,18 @@ class Backend(abc.ABC):
     def unstage(self, volume: Volume, staging_path: str, device: str) -> None:
         """Undo stage: unmount the staging path and release the device; idempotent."""
 
+    def publish_device(self, volume: Volume, staged_device: str, read_only: bool) -> str:
+        """The device to bind at a block volume's target (a read-only one when asked)."""
+        if read_only:
+            raise FailedPrecondition(
+                f"volumes of kind {self.kind!r} cannot be published read-only as block devices"
+            )
+        return staged_device
+
+    def release_publish_device(self, volume: Volume, device: str) -> None:
+        """Release a device publish_device made for one publication."""
+        return  # the base kind makes none: its targets share the staged device
+
     def health(self, volume: Volume) -> list[HealthIssue]:
         """Adverse conditions of the volume's storage (not of its mounts); [] when healthy."""
         return []

@@ -119,6 +119,18 @@ class ImageBackend(Backend):
             raise
         return device
 
+    def publish_device(self, volume: Volume, staged_device: str, read_only: bool) -> str:
+        """A read-only block publish gets a read-only loop device of its own: a read-only bind
+        mount of a device node does not stop writes to the device."""
+        if not read_only:
+            return staged_device
+        return loopdev.attach(str(self.image_path(volume.id)), read_only=True).path
+
+    def release_publish_device(self, volume: Volume, device: str) -> None:
+        image = str(self.image_path(volume.id))
+        if any(d.path == device for d in loopdev.find_by_backing_file(image)):
+            loopdev.detach(device)
+
     def unstage(self, volume: Volume, staging_path: str, device: str) -> None:
         if volume.access_type is AccessType.MOUNT:
             self.env.mounter.unmount(staging_path)

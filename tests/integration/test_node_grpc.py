@@ -394,3 +394,18 @@ def test_orphan_snapshot_files_are_removed_at_start(csi: Clients, driver: Driver
     assert not orphan.exists()
     assert unrelated.exists(), "only files the driver names are ever removed"
     unrelated.unlink()
+
+
+def test_read_only_block_publish_cannot_write(csi: Clients, driver: DriverProcess) -> None:
+    cap = block_cap()
+    vol = csi.controller.CreateVolume(create("pvc-roblock", cap, 16 * MIB)).volume
+    staging, target = paths(driver, "roblock")
+    stage(csi, vol.volume_id, staging, cap)
+    publish(csi, vol.volume_id, staging, target, cap, ro=True)
+    with pytest.raises(OSError), open(target, "r+b") as dev:
+        dev.write(b"must not land")
+        dev.flush()
+        os.fsync(dev.fileno())
+    with open(target, "rb") as dev:
+        assert dev.read(13) == bytes(13)
+    teardown(csi, vol.volume_id, staging, target)
