@@ -104,12 +104,7 @@ class DriverInterceptor(grpc.ServerInterceptor):  # type: ignore[type-arg]
     ) -> Iterator[Any]:
         """The streaming twin of call(): the same logging, timing and error mapping."""
         start = time.monotonic()
-        if log.isEnabledFor(logging.DEBUG):
-            log.debug(
-                "%s request: %s",
-                method,
-                text_format.MessageToString(redacted(request), as_one_line=True),
-            )
+        log_message(method, "request", request)
         code = grpc.StatusCode.OK
         sent = 0
         try:
@@ -145,12 +140,7 @@ class DriverInterceptor(grpc.ServerInterceptor):  # type: ignore[type-arg]
         context: grpc.ServicerContext,
     ) -> Any:
         start = time.monotonic()
-        if log.isEnabledFor(logging.DEBUG):
-            log.debug(
-                "%s request: %s",
-                method,
-                text_format.MessageToString(redacted(request), as_one_line=True),
-            )
+        log_message(method, "request", request)
         code = grpc.StatusCode.OK
         try:
             response = inner(request, context)
@@ -169,13 +159,15 @@ class DriverInterceptor(grpc.ServerInterceptor):  # type: ignore[type-arg]
             elapsed = time.monotonic() - start
             self.metrics.observe_rpc(method, code.name, elapsed)
             log.debug("%s finished %s in %.1f ms", method, code.name, elapsed * 1000)
-        if log.isEnabledFor(logging.DEBUG):
-            log.debug(
-                "%s response: %s",
-                method,
-                text_format.MessageToString(redacted(response), as_one_line=True),
-            )
+        log_message(method, "response", response)
         return response
+
+
+def log_message(method: str, what: str, message: Message) -> None:
+    """At debug level, the whole message on one line, with its secrets redacted."""
+    if log.isEnabledFor(logging.DEBUG):
+        text = text_format.MessageToString(redacted(message), as_one_line=True)
+        log.debug("%s %s: %s", method, what, text)
 
 
 def _is_abort(context: grpc.ServicerContext) -> bool:

@@ -52,6 +52,7 @@ from .selinux import (
     verify_mounted_label,
 )
 from .state import Catalog
+from .volumes import find_volume
 
 log = logging.getLogger(__name__)
 
@@ -103,12 +104,7 @@ class NodeVolumes:
     # helpers
 
     def volume(self, volume_id: str) -> Volume:
-        if not volume_id:
-            raise InvalidArgument("volume_id is required")
-        vol = self.catalog.volume(volume_id) if is_volume_id(volume_id) else None
-        if vol is None:
-            raise NotFound(f"volume {volume_id!r} does not exist on node {self.config.node_id}")
-        return vol
+        return find_volume(self.catalog, volume_id, self.config.node_id)
 
     def request_path(self, path: str, field: str, internal: bool = False) -> str:
         if internal:

@@ -9,7 +9,6 @@ and the mount.
 
 from __future__ import annotations
 
-import errno
 import os
 import stat
 from collections.abc import Iterator
@@ -100,11 +99,9 @@ def check_no_symlinks(path: str, trusted_prefix: str | None = None) -> bool:
     return True
 
 
-def make_dir(path: str, mode: int = 0o750, trusted_prefix: str | None = None) -> None:
-    """Create the directory path (its parent must exist and be reachable without symlinks).
-
-    An existing directory is fine; an existing non-directory is refused.
-    """
+@contextmanager
+def _parent_dir(path: str, trusted_prefix: str | None) -> Iterator[tuple[int, str]]:
+    """(a directory descriptor of path's parent, the last component), walked without symlinks."""
     parent, name = os.path.split(path)
     try:
         pfd = open_path(parent, trusted_prefix)
@@ -113,47 +110,40 @@ def make_dir(path: str, mode: int = 0o750, trusted_prefix: str | None = None) ->
     try:
         if not stat.S_ISDIR(os.fstat(pfd).st_mode):
             raise InvalidArgument(f"the parent of {path!r} is not a directory")
-        # O_PATH descriptors cannot be used with mkdirat; reopen the parent as a directory.
+        # O_PATH descriptors cannot be used with mkdirat/openat; reopen the parent as a directory.
         dfd = os.open(f"/proc/self/fd/{pfd}", os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
         try:
-            try:
-                os.mkdir(name, mode, dir_fd=dfd)
-            except FileExistsError:
-                st = os.stat(name, dir_fd=dfd, follow_symlinks=False)
-                if not stat.S_ISDIR(st.st_mode):
-                    raise InvalidArgument(f"{path!r} exists and is not a directory") from None
+            yield dfd, name
         finally:
             os.close(dfd)
     finally:
         os.close(pfd)
+
+
+def make_dir(path: str, mode: int = 0o750, trusted_prefix: str | None = None) -> None:
+    """Create the directory path (its parent must exist and be reachable without symlinks).
+
+    An existing directory is fine; an existing non-directory is refused.
+    """
+    with _parent_dir(path, trusted_prefix) as (dfd, name):
+        try:
+            os.mkdir(name, mode, dir_fd=dfd)
+        except FileExistsError:
+            st = os.stat(name, dir_fd=dfd, follow_symlinks=False)
+            if not stat.S_ISDIR(st.st_mode):
+                raise InvalidArgument(f"{path!r} exists and is not a directory") from None
 
 
 def make_file(path: str, mode: int = 0o640, trusted_prefix: str | None = None) -> None:
     """Create an empty regular file at path (the bind-mount target of a block volume)."""
-    parent, name = os.path.split(path)
-    try:
-        pfd = open_path(parent, trusted_prefix)
-    except FileNotFoundError as exc:
-        raise NotFound(f"the parent directory of {path!r} does not exist") from exc
-    try:
-        dfd = os.open(f"/proc/self/fd/{pfd}", os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    with _parent_dir(path, trusted_prefix) as (dfd, name):
+        flags = os.O_CREAT | os.O_EXCL | os.O_WRONLY | os.O_NOFOLLOW | os.O_CLOEXEC
         try:
-            try:
-                fd = os.open(
-                    name,
-                    os.O_CREAT | os.O_EXCL | os.O_WRONLY | os.O_NOFOLLOW | os.O_CLOEXEC,
-                    mode,
-                    dir_fd=dfd,
-                )
-                os.close(fd)
-            except FileExistsError:
-                st = os.stat(name, dir_fd=dfd, follow_symlinks=False)
-                if not stat.S_ISREG(st.st_mode):
-                    raise InvalidArgument(f"{path!r} exists and is not a regular file") from None
-        finally:
-            os.close(dfd)
-    finally:
-        os.close(pfd)
+            os.close(os.open(name, flags, mode, dir_fd=dfd))
+        except FileExistsError:
+            st = os.stat(name, dir_fd=dfd, follow_symlinks=False)
+            if not stat.S_ISREG(st.st_mode):
+                raise InvalidArgument(f"{path!r} exists and is not a regular file") from None
 
 
 def remove_entry(path: str, trusted_prefix: str | None = None) -> None:
@@ -161,27 +151,12 @@ def remove_entry(path: str, trusted_prefix: str | None = None) -> None:
 
     Never recursive: a mount target that still holds data is an error, not something to delete.
     """
-    parent, name = os.path.split(path)
     try:
-        pfd = open_path(parent, trusted_prefix)
-    except FileNotFoundError:
-        return
-    try:
-        dfd = os.open(f"/proc/self/fd/{pfd}", os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-        try:
-            try:
-                st = os.stat(name, dir_fd=dfd, follow_symlinks=False)
-            except FileNotFoundError:
-                return
+        with _parent_dir(path, trusted_prefix) as (dfd, name):
+            st = os.stat(name, dir_fd=dfd, follow_symlinks=False)
             if stat.S_ISDIR(st.st_mode):
-                try:
-                    os.rmdir(name, dir_fd=dfd)
-                except OSError as exc:
-                    if exc.errno not in (errno.ENOENT,):
-                        raise
+                os.rmdir(name, dir_fd=dfd)
             else:
                 os.unlink(name, dir_fd=dfd)
-        finally:
-            os.close(dfd)
-    finally:
-        os.close(pfd)
+    except (NotFound, FileNotFoundError):
+        return

@@ -13,6 +13,7 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from .models import AccessType, Publication, Snapshot, Staging, StagingState, Volume
 
@@ -251,6 +252,13 @@ class Catalog:
             rows = self._db.execute(_SNAPSHOT_SELECT + " ORDER BY seq").fetchall()
         return [_snapshot(r) for r in rows]
 
+    def _rows(self, query: str, volume_id: str | None) -> list[Any]:
+        """Every row of query, or only the volume's when volume_id is given."""
+        with self._lock:
+            if volume_id is None:
+                return self._db.execute(query).fetchall()
+            return self._db.execute(query + " WHERE volume_id=?", (volume_id,)).fetchall()
+
     # stagings
 
     def put_staging(self, st: Staging) -> None:
@@ -277,14 +285,10 @@ class Catalog:
             )
 
     def stagings(self, volume_id: str | None = None) -> list[Staging]:
-        query = (
-            "SELECT volume_id, staging_path, label, flags, device, access_type, state FROM stagings"
+        rows = self._rows(
+            "SELECT volume_id, staging_path, label, flags, device, access_type, state FROM stagings",
+            volume_id,
         )
-        with self._lock:
-            if volume_id is None:
-                rows = self._db.execute(query).fetchall()
-            else:
-                rows = self._db.execute(query + " WHERE volume_id=?", (volume_id,)).fetchall()
         return [
             Staging(
                 r[0],
@@ -325,15 +329,11 @@ class Catalog:
             )
 
     def publications(self, volume_id: str | None = None) -> list[Publication]:
-        query = (
+        rows = self._rows(
             "SELECT volume_id, target_path, staging_path, read_only, label, flags, access_mode,"
-            " device FROM publications"
+            " device FROM publications",
+            volume_id,
         )
-        with self._lock:
-            if volume_id is None:
-                rows = self._db.execute(query).fetchall()
-            else:
-                rows = self._db.execute(query + " WHERE volume_id=?", (volume_id,)).fetchall()
         return [
             Publication(r[0], r[1], r[2], bool(r[3]), r[4], tuple(json.loads(r[5])), r[6], r[7])
             for r in rows

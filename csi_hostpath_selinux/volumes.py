@@ -85,12 +85,7 @@ class VolumeManager:
         return backend
 
     def get(self, volume_id: str) -> Volume:
-        if not volume_id:
-            raise InvalidArgument("volume_id is required")
-        vol = self.catalog.volume(volume_id) if is_volume_id(volume_id) else None
-        if vol is None:
-            raise NotFound(f"volume {volume_id!r} does not exist on node {self.config.node_id}")
-        return vol
+        return find_volume(self.catalog, volume_id, self.config.node_id)
 
     def list(self, starting_token: str, max_entries: int) -> tuple[list[Volume], str]:
         if max_entries < 0:
@@ -348,6 +343,19 @@ class VolumeManager:
             self.catalog.remove_volume(volume_id)
             self.backend(vol.kind).delete(vol, secrets)
             log.info("deleted volume %s (%r)", vol.id, vol.name)
+
+
+def find_volume(catalog: Catalog, volume_id: str, node_id: str) -> Volume:
+    """The catalog's volume; INVALID_ARGUMENT without an id, NOT_FOUND for an unknown one.
+
+    Only ids of the driver's own format are looked up, so a hostile id never reaches a path.
+    """
+    if not volume_id:
+        raise InvalidArgument("volume_id is required")
+    vol = catalog.volume(volume_id) if is_volume_id(volume_id) else None
+    if vol is None:
+        raise NotFound(f"volume {volume_id!r} does not exist on node {node_id}")
+    return vol
 
 
 def snapshot_file(backend: Backend, snapshot_id: str) -> Path:
