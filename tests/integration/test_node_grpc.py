@@ -5,7 +5,9 @@ from __future__ import annotations
 import hashlib
 import os
 import signal
+import socket
 import stat
+import urllib.request
 from pathlib import Path
 
 import grpc
@@ -409,3 +411,21 @@ def test_read_only_block_publish_cannot_write(csi: Clients, driver: DriverProces
     with open(target, "rb") as dev:
         assert dev.read(13) == bytes(13)
     teardown(csi, vol.volume_id, staging, target)
+
+
+def test_metrics_count_rpcs_and_selinux_outcomes(tmp_path: Path) -> None:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    with running_driver(tmp_path / "m", extra_args=("--metrics-address", f"127.0.0.1:{port}")) as d:
+        csi = clients(d.channel())
+        csi.identity.Probe(pb.ProbeRequest())
+        code, _ = code_of(lambda: csi.controller.DeleteVolume(pb.DeleteVolumeRequest()))
+        assert code == grpc.StatusCode.INVALID_ARGUMENT
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as response:
+            text = response.read().decode()
+    assert 'csi_hostpath_selinux_rpc_duration_seconds_count{method="Probe",code="OK"}' in text
+    assert 'method="DeleteVolume",code="INVALID_ARGUMENT"' in text
+    for counter in ("labelled_mounts", "label_conflicts", "label_verification_failures"):
+        assert f"csi_hostpath_selinux_selinux_{counter}_total 0" in text
+    assert not d.leaked
