@@ -120,6 +120,13 @@ def _parent_dir(path: str, trusted_prefix: str | None) -> Iterator[tuple[int, st
         os.close(pfd)
 
 
+def _refuse_link(path: str, st: os.stat_result) -> None:
+    if stat.S_ISLNK(st.st_mode):
+        raise InvalidArgument(
+            f"{path!r} is a symbolic link; the driver does not follow links it did not make"
+        )
+
+
 def make_dir(path: str, mode: int = 0o750, trusted_prefix: str | None = None) -> None:
     """Create the directory path (its parent must exist and be reachable without symlinks).
 
@@ -130,6 +137,7 @@ def make_dir(path: str, mode: int = 0o750, trusted_prefix: str | None = None) ->
             os.mkdir(name, mode, dir_fd=dfd)
         except FileExistsError:
             st = os.stat(name, dir_fd=dfd, follow_symlinks=False)
+            _refuse_link(path, st)
             if not stat.S_ISDIR(st.st_mode):
                 raise InvalidArgument(f"{path!r} exists and is not a directory") from None
 
@@ -142,6 +150,7 @@ def make_file(path: str, mode: int = 0o640, trusted_prefix: str | None = None) -
             os.close(os.open(name, flags, mode, dir_fd=dfd))
         except FileExistsError:
             st = os.stat(name, dir_fd=dfd, follow_symlinks=False)
+            _refuse_link(path, st)
             if not stat.S_ISREG(st.st_mode):
                 raise InvalidArgument(f"{path!r} exists and is not a regular file") from None
 

@@ -1,0 +1,296 @@
+"""Bad input → status code → message: the table in the README, checked against the real driver.
+
+Every row sends one bad request and asserts the code and the words a pod author reads; nothing on
+disk may change (the staging and target paths stay absent, nothing new is mounted).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import grpc
+import pytest
+
+from csi_hostpath_selinux._proto import csi_pb2 as pb
+from csi_hostpath_selinux.mounts import read_mountinfo
+from tests.support.driver import Clients, DriverProcess
+from tests.support.requests import GIB, L1, L2, MIB, context_flag, create, mount_cap
+
+pytestmark = pytest.mark.integration
+
+C = grpc.StatusCode
+MNMW = pb.VolumeCapability.AccessMode.MULTI_NODE_MULTI_WRITER
+TOPOLOGY_KEY = "topology.hostpath-selinux.csi.k8s.io/node"
+MADE_UP_TOKEN = "abc"  # noqa: S105 - a pagination token, not a secret
+
+
+@dataclass(frozen=True)
+class Env:
+    csi: Clients
+    kubelet: Path
+    volume_id: str  # an ext4 volume, created and not staged
+
+
+@dataclass(frozen=True)
+class Row:
+    what: str
+    call: Callable[[Env], object]
+    code: grpc.StatusCode
+    words: str
+
+
+def stage(env: Env, path: str | None = None, flags: tuple[str, ...] = (), vol: str = "") -> object:
+    return env.csi.node.NodeStageVolume(
+        pb.NodeStageVolumeRequest(
+            volume_id=vol or env.volume_id,
+            staging_target_path=path if path is not None else str(env.kubelet / "plugins" / "s"),
+            volume_capability=mount_cap("ext4", flags),
+        )
+    )
+
+
+def publish(env: Env, target: str, staging: str = "") -> object:
+    return env.csi.node.NodePublishVolume(
+        pb.NodePublishVolumeRequest(
+            volume_id=env.volume_id,
+            staging_target_path=staging or str(env.kubelet / "plugins" / "s"),
+            target_path=target,
+            volume_capability=mount_cap("ext4"),
+        )
+    )
+
+
+def create_req(**changes: object) -> pb.CreateVolumeRequest:
+    req = create("pvc-bad", mount_cap("ext4"))
+    for key, value in changes.items():
+        if key == "params":
+            req.parameters.update(value)  # type: ignore[arg-type]
+        elif key == "mode":
+            req.volume_capabilities[0].access_mode.mode = value  # type: ignore[assignment]
+        elif key == "fs":
+            req.volume_capabilities[0].mount.fs_type = value  # type: ignore[assignment]
+        elif key == "required":
+            req.capacity_range.required_bytes = value  # type: ignore[assignment]
+        elif key == "limit":
+            req.capacity_range.limit_bytes = value  # type: ignore[assignment]
+        elif key == "requisite_node":
+            req.accessibility_requirements.requisite.add().segments[TOPOLOGY_KEY] = str(value)
+        else:
+            setattr(req, key, value)
+    return req
+
+
+def symlinked_target(env: Env) -> object:
+    """A staged volume, and a symlink to /etc planted where kubelet's target should be."""
+    staging = str(env.kubelet / "plugins" / "sym")
+    stage(env, staging)
+    pod = env.kubelet / "pods" / "evil"
+    pod.mkdir(parents=True, exist_ok=True)
+    link = pod / "mount"
+    link.symlink_to("/etc")
+    try:
+        return publish(env, str(link), staging)
+    finally:
+        env.csi.node.NodeUnstageVolume(
+            pb.NodeUnstageVolumeRequest(volume_id=env.volume_id, staging_target_path=staging)
+        )
+        assert link.is_symlink() and os.path.isdir("/etc"), (
+            "the planted link and /etc are untouched"
+        )
+
+
+ROWS = [
+    Row(
+        "CreateVolume without a name",
+        lambda e: e.csi.controller.CreateVolume(create_req(name="")),
+        C.INVALID_ARGUMENT,
+        "name is required",
+    ),
+    Row(
+        "CreateVolume without capabilities",
+        lambda e: e.csi.controller.CreateVolume(pb.CreateVolumeRequest(name="x")),
+        C.INVALID_ARGUMENT,
+        "volume_capabilities is required",
+    ),
+    Row(
+        "CreateVolume ReadWriteMany",
+        lambda e: e.csi.controller.CreateVolume(create_req(mode=MNMW)),
+        C.INVALID_ARGUMENT,
+        "MULTI_NODE_MULTI_WRITER is not supported",
+    ),
+    Row(
+        "CreateVolume with an unknown kind",
+        lambda e: e.csi.controller.CreateVolume(create_req(params={"kind": "tape"})),
+        C.INVALID_ARGUMENT,
+        "unknown volume kind 'tape'",
+    ),
+    Row(
+        "CreateVolume with an unknown parameter",
+        lambda e: e.csi.controller.CreateVolume(create_req(params={"speed": "fast"})),
+        C.INVALID_ARGUMENT,
+        "unknown parameter 'speed'",
+    ),
+    Row(
+        "CreateVolume with fsType btrfs",
+        lambda e: e.csi.controller.CreateVolume(create_req(fs="btrfs")),
+        C.INVALID_ARGUMENT,
+        "fsType 'btrfs' is not supported",
+    ),
+    Row(
+        "CreateVolume required > limit",
+        lambda e: e.csi.controller.CreateVolume(create_req(required=2 * GIB, limit=GIB)),
+        C.INVALID_ARGUMENT,
+        "larger than limit_bytes",
+    ),
+    Row(
+        "CreateVolume larger than --max-volume-size",
+        lambda e: e.csi.controller.CreateVolume(create_req(required=2048 * GIB)),
+        C.OUT_OF_RANGE,
+        "largest volume",
+    ),
+    Row(
+        "CreateVolume xfs below its minimum",
+        lambda e: e.csi.controller.CreateVolume(
+            create_req(fs="xfs", required=16 * MIB, limit=32 * MIB)
+        ),
+        C.OUT_OF_RANGE,
+        "filesystem's minimum",
+    ),
+    Row(
+        "CreateVolume of an existing name, other size",
+        lambda e: e.csi.controller.CreateVolume(create_req(name="pvc-existing", required=GIB)),
+        C.ALREADY_EXISTS,
+        "already exists with capacity",
+    ),
+    Row(
+        "CreateVolume for another node's topology",
+        lambda e: e.csi.controller.CreateVolume(create_req(requisite_node="other")),
+        C.RESOURCE_EXHAUSTED,
+        "only provisions on node test-node",
+    ),
+    Row(
+        "NodeStageVolume of an id with '..'",
+        lambda e: stage(e, vol="../../etc"),
+        C.NOT_FOUND,
+        "does not exist on node",
+    ),
+    Row(
+        "NodeStageVolume, relative staging path",
+        lambda e: stage(e, "plugins/s"),
+        C.INVALID_ARGUMENT,
+        "must be an absolute path",
+    ),
+    Row(
+        "NodeStageVolume, staging path with '..'",
+        lambda e: stage(e, str(e.kubelet / "plugins" / ".." / ".." / "x")),
+        C.INVALID_ARGUMENT,
+        "normalized",
+    ),
+    Row(
+        "NodeStageVolume outside --kubelet-dir",
+        lambda e: stage(e, "/tmp/elsewhere"),
+        C.INVALID_ARGUMENT,
+        "not below kubelet's directory",
+    ),
+    Row(
+        "NodeStageVolume, context without its closing quote",
+        lambda e: stage(e, flags=('context="' + L1,)),
+        C.INVALID_ARGUMENT,
+        "context",
+    ),
+    Row(
+        "NodeStageVolume, a label that is not user:role:type:level",
+        lambda e: stage(e, flags=('context="system_u:object_r:container_file_t"',)),
+        C.INVALID_ARGUMENT,
+        "context",
+    ),
+    Row(
+        "NodeStageVolume, context twice",
+        lambda e: stage(e, flags=(context_flag(L1), context_flag(L2))),
+        C.INVALID_ARGUMENT,
+        "context",
+    ),
+    Row(
+        "NodeStageVolume, context with fscontext",
+        lambda e: stage(e, flags=(context_flag(L1), f'fscontext="{L2}"')),
+        C.INVALID_ARGUMENT,
+        "fscontext",
+    ),
+    Row(
+        "NodeStageVolume, a bind option",
+        lambda e: stage(e, flags=("bind",)),
+        C.INVALID_ARGUMENT,
+        "bind",
+    ),
+    Row(
+        "NodeStageVolume with a label, SELinux off",
+        lambda e: stage(e, flags=(context_flag(L1),)),
+        C.FAILED_PRECONDITION,
+        "SELinux is disabled on node test-node",
+    ),
+    Row(
+        "NodePublishVolume before NodeStageVolume",
+        lambda e: publish(e, str(e.kubelet / "pods" / "p")),
+        C.FAILED_PRECONDITION,
+        "is not staged at",
+    ),
+    Row(
+        "NodePublishVolume onto a planted symlink",
+        symlinked_target,
+        C.INVALID_ARGUMENT,
+        "symbolic link",
+    ),
+    Row(
+        "ListVolumes with a made-up token",
+        lambda e: e.csi.controller.ListVolumes(pb.ListVolumesRequest(starting_token=MADE_UP_TOKEN)),
+        C.ABORTED,
+        "not a token this driver handed out",
+    ),
+    Row(
+        "ControllerPublishVolume",
+        lambda e: e.csi.controller.ControllerPublishVolume(
+            pb.ControllerPublishVolumeRequest(volume_id=e.volume_id, node_id="n")
+        ),
+        C.UNIMPLEMENTED,
+        "attachRequired: false",
+    ),
+    Row(
+        "ControllerModifyVolume with a parameter",
+        lambda e: e.csi.controller.ControllerModifyVolume(
+            pb.ControllerModifyVolumeRequest(
+                volume_id=e.volume_id, mutable_parameters={"iops": "9"}
+            )
+        ),
+        C.INVALID_ARGUMENT,
+        "mutable parameter 'iops' is not supported",
+    ),
+]
+
+
+@pytest.fixture
+def env(csi: Clients, driver: DriverProcess) -> Env:
+    kubelet = driver.root.parent / "kubelet"
+    vol = csi.controller.CreateVolume(create("pvc-existing", mount_cap("ext4"), 64 * MIB)).volume
+    return Env(csi, kubelet, vol.volume_id)
+
+
+@pytest.mark.parametrize("row", ROWS, ids=[r.what for r in ROWS])
+def test_bad_input(env: Env, row: Row) -> None:
+    with pytest.raises(grpc.RpcError) as info:
+        row.call(env)
+    assert info.value.code() == row.code, info.value.details()
+    assert row.words in (info.value.details() or "")
+    test_root = str(env.kubelet.parent)
+    left = [m.mount_point for m in read_mountinfo() if m.mount_point.startswith(test_root)]
+    assert not left, f"a refused request left mounts: {left}"
+    assert not os.path.exists(env.kubelet / "plugins" / "s"), "a refused stage created its path"
+    env.csi.controller.DeleteVolume(pb.DeleteVolumeRequest(volume_id=env.volume_id))
+
+
+def test_readme_lists_every_row() -> None:
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    missing = [r.what for r in ROWS if f"| {r.what} |" not in readme]
+    assert not missing, f"README's bad-input table lacks: {missing}"
