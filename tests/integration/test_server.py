@@ -1,0 +1,77 @@
+"""Start and stop the way a DaemonSet does: a stale socket is replaced, SIGTERM ends cleanly."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import threading
+import time
+from pathlib import Path
+
+import grpc
+import pytest
+
+from csi_hostpath_selinux._proto import csi_pb2 as pb
+from tests.support.driver import DriverProcess, clients, running_driver
+
+pytestmark = pytest.mark.integration
+
+
+def test_stale_socket_is_replaced_and_sigterm_removes_it(tmp_path: Path) -> None:
+    driver = DriverProcess(tmp_path / "d")
+    stale = socket.socket(socket.AF_UNIX)
+    stale.bind(str(driver.socket))  # a socket file left by a killed driver
+    stale.close()
+    driver.start()
+    try:
+        info = clients(driver.channel()).identity.GetPluginInfo(pb.GetPluginInfoRequest())
+        assert info.name == "hostpath-selinux.csi.k8s.io" and info.vendor_version
+    finally:
+        code = driver.stop(signal.SIGTERM)
+    assert code == 0
+    assert not driver.socket.exists(), "the socket is removed on a graceful stop"
+    assert "signal received: stopping" in driver.log()
+
+
+def test_refuses_to_remove_a_file_that_is_not_a_socket(tmp_path: Path) -> None:
+    driver = DriverProcess(tmp_path / "d")
+    driver.socket.write_text("someone's file")
+    with pytest.raises(RuntimeError, match="exited with 2"):
+        driver.start(timeout=15)
+    assert driver.socket.read_text() == "someone's file"
+    assert "is not a socket; refusing to remove it" in driver.log()
+
+
+def test_in_flight_calls_finish_during_a_graceful_stop(tmp_path: Path) -> None:
+    with running_driver(tmp_path / "d") as driver:
+        csi = clients(driver.channel())
+        results: list[object] = []
+
+        def slow_create() -> None:
+            request = pb.CreateVolumeRequest(
+                name="pvc-in-flight",
+                capacity_range=pb.CapacityRange(required_bytes=1 << 30),
+                volume_capabilities=[
+                    pb.VolumeCapability(
+                        mount=pb.VolumeCapability.MountVolume(fs_type="xfs"),
+                        access_mode=pb.VolumeCapability.AccessMode(mode=1),
+                    )
+                ],
+            )
+            try:
+                results.append(csi.controller.CreateVolume(request, timeout=60).volume.volume_id)
+            except grpc.RpcError as exc:
+                results.append(exc.code())
+
+        worker = threading.Thread(target=slow_create)
+        worker.start()
+        deadline = time.monotonic() + 30
+        while "CreateVolume request" not in driver.log() and time.monotonic() < deadline:
+            time.sleep(0.005)  # wait until the driver has the call (it logs it at -v 5)
+        assert driver.proc is not None
+        os.kill(driver.proc.pid, signal.SIGTERM)
+        worker.join(60)
+        assert driver.proc.wait(60) == 0
+        assert len(results) == 1
+        assert isinstance(results[0], str), f"the in-flight CreateVolume was cut off: {results[0]}"
