@@ -1,0 +1,161 @@
+"""The node layer's SELinux decisions for network volumes, with a fake mounter and a fake probe.
+
+The host kernel here has SELinux off and no NFS client, so these run the real NodeVolumes and NFS
+and CIFS backends against FakeMounter (recording every helper call) and an SELinux probe that
+says what a node would. The VM suite proves the same flows against a real kernel.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from csi_hostpath_selinux import mounting
+from csi_hostpath_selinux.backends import BACKENDS, Backend, BackendEnv
+from csi_hostpath_selinux.config import DriverConfig
+from csi_hostpath_selinux.errors import AlreadyExists, FailedPrecondition
+from csi_hostpath_selinux.locks import OperationLocks
+from csi_hostpath_selinux.metrics import Metrics
+from csi_hostpath_selinux.models import AccessMode, AccessType, Capability, Volume
+from csi_hostpath_selinux.mounting import NodeVolumes, PublishArgs, StageArgs
+from csi_hostpath_selinux.mounts import FakeMounter, MountEntry
+from csi_hostpath_selinux.selinux import SELinuxSupport, label_from_super_options
+from csi_hostpath_selinux.state import Catalog
+
+L1 = "system_u:object_r:container_file_t:s0:c1,c2"
+L2 = "system_u:object_r:container_file_t:s0:c3,c4"
+SELINUX_NODE = SELinuxSupport(True, True, True, True, True)
+HIDDEN_SELINUXFS = SELinuxSupport(True, False, False, True, None)
+NO_SELINUX = SELinuxSupport(False, False, False, False, None)
+
+
+@dataclass
+class World:
+    node: NodeVolumes
+    fake: FakeMounter
+    catalog: Catalog
+    kubelet: Path
+    support: list[SELinuxSupport]
+    metrics: Metrics
+
+    def volume(self, kind: str, **params: str) -> Volume:
+        vol = Volume(
+            f"vol-{len(self.catalog.all_volumes()):032x}",
+            f"pvc-{kind}-{len(params)}",
+            kind,
+            1 << 30,
+            AccessType.MOUNT,
+            kind,
+            {"kind": kind, **params},
+        )
+        self.catalog.add_volume(vol)
+        return vol
+
+    def stage(self, vol: Volume, label: str | None, path: str = "globalmount") -> str:
+        flags = (f'context="{label}"',) if label else ()
+        cap = Capability(AccessType.MOUNT, AccessMode.SINGLE_NODE_WRITER, "", flags)
+        staging = str(self.kubelet / "plugins" / f"{vol.id}-{path}")
+        self.node.stage(StageArgs(vol.id, staging, cap, {"username": "u", "password": "p4ss"}))
+        return staging
+
+
+@pytest.fixture
+def world(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[World]:
+    kubelet = tmp_path / "kubelet"
+    (kubelet / "plugins").mkdir(parents=True)
+    (kubelet / "pods").mkdir()
+    config = DriverConfig(node_id="n1", state_dir=tmp_path / "state", kubelet_dir=str(kubelet))
+    fake = FakeMounter()
+    catalog = Catalog(tmp_path / "catalog.sqlite")
+    env = BackendEnv(config.state_dir, fake)
+    backends: dict[str, Backend] = {k: cls(env) for k, cls in BACKENDS.items()}
+    support = [SELINUX_NODE]
+    metrics = Metrics()
+    node = NodeVolumes(
+        config, catalog, backends, fake, OperationLocks(), lambda: support[0], metrics
+    )
+
+    def fake_find(path: str, entries: object = None) -> MountEntry | None:
+        found = [e for e in fake.entries() if e.mount_point == path]
+        return found[-1] if found else None
+
+    def fake_verify(path: str, super_options: tuple[str, ...], expected: object, s: object) -> None:
+        # What the kernel would show: the helper's options are the mount's super options.
+        assert label_from_super_options(super_options) == str(expected)
+
+    monkeypatch.setattr(mounting, "find_mount", fake_find)
+    monkeypatch.setattr(mounting, "verify_mounted_label", fake_verify)
+    yield World(node, fake, catalog, kubelet, support, metrics)
+    catalog.close()
+
+
+def helper_calls(fake: FakeMounter) -> list[tuple[object, ...]]:
+    return [args for method, args in fake.calls if method == "mount_helper"]
+
+
+def test_labelled_nfs_mount_gets_nosharecache_and_the_whole_quoted_label(world: World) -> None:
+    vol = world.volume("nfs", server="10.0.0.5", share="/exports")
+    staging = world.stage(vol, L1)
+    ((source, target, fs_type, options, env),) = helper_calls(world.fake)
+    assert (source, target, fs_type) == (f"10.0.0.5:/exports/{vol.id}", staging, "nfs")
+    assert f'context="{L1}"' in options, "the label is one option, quotes and comma kept"
+    assert "nosharecache" in options
+    assert env == {}
+    assert world.metrics.counter("selinux_labelled_mounts_total") == 1
+
+
+def test_cifs_credentials_go_to_the_environment_only(world: World) -> None:
+    vol = world.volume("cifs", source="//files.example/share")
+    world.stage(vol, L1)
+    ((source, _, fs_type, options, env),) = helper_calls(world.fake)
+    assert (source, fs_type) == (f"//files.example/share/{vol.id}", "cifs")
+    assert "nosharesock" in options
+    assert env["USER"] == "u" and env["PASSWD"] == "p4ss"
+    assert not any("p4ss" in str(o) for o in options), "the password never reaches argv"
+
+
+def test_another_label_is_refused_before_anything_is_mounted(world: World) -> None:
+    vol = world.volume("nfs", server="nfs.example", share="/srv")
+    staging = world.stage(vol, L1)
+    calls_before = len(world.fake.calls)
+    with pytest.raises(AlreadyExists) as again:
+        world.stage(vol, L2)
+    assert L1 in again.value.message and L2 in again.value.message
+    target = world.kubelet / "pods" / "uid" / "mount"
+    target.parent.mkdir()
+    cap = Capability(AccessType.MOUNT, AccessMode.SINGLE_NODE_WRITER, "", (f'context="{L2}"',))
+    with pytest.raises(FailedPrecondition) as publish:
+        world.node.publish(PublishArgs(vol.id, staging, str(target), cap, False))
+    assert "seLinuxChangePolicy: Recursive" in publish.value.message
+    assert len(world.fake.calls) == calls_before, "refusals happen before any mount call"
+    assert world.metrics.counter("selinux_label_conflicts_total") == 2
+
+
+@pytest.mark.parametrize(
+    ("support", "words"),
+    [
+        (HIDDEN_SELINUXFS, "/sys/fs/selinux"),
+        (NO_SELINUX, "SELinux is disabled on node n1"),
+    ],
+)
+def test_no_labelled_helper_mount_when_the_label_would_be_lost(
+    world: World, support: SELinuxSupport, words: str
+) -> None:
+    world.support[0] = support
+    vol = world.volume("nfs", server="nfs.example", share="/srv")
+    with pytest.raises(FailedPrecondition) as refused:
+        world.stage(vol, L1)
+    assert words in refused.value.message
+    assert helper_calls(world.fake) == []
+    assert world.catalog.stagings() == [], "a refused stage leaves no record"
+
+
+def test_unlabelled_helper_mount_needs_no_selinux(world: World) -> None:
+    world.support[0] = NO_SELINUX
+    vol = world.volume("nfs", server="nfs.example", share="/srv")
+    world.stage(vol, None)
+    ((_, _, _, options, _),) = helper_calls(world.fake)
+    assert "nosharecache" not in options and not any("context" in o for o in options)
