@@ -268,6 +268,11 @@ def _read_backing(number: int) -> tuple[str, bool] | None:
             text = f.read()
     except FileNotFoundError:  # not attached (the loop/ directory exists only while bound)
         return None
+    except OSError as exc:
+        # ENODEV/ENXIO: the device is being detached (by anyone on the host) while we read.
+        if exc.errno in (errno.ENODEV, errno.ENXIO):
+            return None
+        raise
     text = text.removesuffix("\n")
     if text.endswith(DELETED_SUFFIX):
         return text.removesuffix(DELETED_SUFFIX), True

@@ -28,6 +28,7 @@ from .errors import (
     LabelVerificationError,
     NotFound,
     OutOfRange,
+    Unavailable,
 )
 from .locks import OperationLocks
 from .metrics import Metrics
@@ -369,9 +370,7 @@ class NodeVolumes:
             try:
                 backend.unstage(vol, staging_path, device)
             except MountError as exc:
-                raise Internal(
-                    f"unmounting volume {vol.id} from {staging_path} failed: {exc.message}"
-                ) from exc
+                raise unmount_failure(vol.id, staging_path, exc) from exc
             if self.mounted(staging_path):
                 raise Internal(f"volume {vol.id} is still mounted at {staging_path} after unmount")
             self.catalog.remove_staging(vol.id, staging_path)
@@ -407,8 +406,8 @@ class NodeVolumes:
                 raise FailedPrecondition(conflict_message(vol.id, st.staging_path, st.label, want))
             others = []
             for pub in self.catalog.publications(vol.id):
-                if not self.mounted(pub.target_path):
-                    self.catalog.remove_publication(pub.volume_id, pub.target_path)
+                if self.gone(pub.target_path):
+                    self.forget_publication(vol, pub)
                     continue
                 if pub.target_path == target:
                     if (
@@ -436,42 +435,95 @@ class NodeVolumes:
                 self.apply_mount_group(
                     vol, self.backends[vol.kind], st.staging_path, args.capability
                 )
-            device = self.bind(vol, st, target, read_only, flags)
-            self.catalog.put_publication(
-                Publication(
-                    vol.id,
-                    target,
-                    staging_path,
-                    read_only,
-                    st.label,
-                    tuple(args.capability.mount_flags),
-                    int(args.capability.access_mode),
-                    device,
-                )
+            backend = self.backends[vol.kind]
+            device = ""
+            if vol.access_type is AccessType.BLOCK:
+                source = backend.publish_device(vol, st.device, read_only)
+                device = source if source != st.device else ""
+            pub = Publication(
+                vol.id,
+                target,
+                staging_path,
+                read_only,
+                st.label,
+                tuple(args.capability.mount_flags),
+                int(args.capability.access_mode),
+                device,
             )
+            # Record first, mount second: a driver killed in between leaves a record whose
+            # target is not mounted (dropped and redone by the retry), never a mount nobody knows.
+            self.catalog.put_publication(pub)
+            try:
+                self.bind(vol, st, target, read_only, flags, device or st.device)
+            except BaseException:
+                self.forget_publication(vol, pub)
+                raise
             log.info(
                 "published volume %s at %s%s", vol.id, target, " read-only" if read_only else ""
             )
 
+    def gone(self, path: str) -> bool:
+        """True when nothing is mounted at path any more (so its record can go).
+
+        A path that cannot be reached right now (a parent renamed or missing) counts as gone only
+        when no mount carries its name either: a mount we cannot see is not a mount that is gone.
+        """
+        real = self.real_path(path)
+        if real is not None:
+            return find_mount(real) is None
+        return find_mount(path) is None
+
+    def forget_publication(self, vol: Volume, pub: Publication) -> None:
+        if pub.device:
+            self.backends[vol.kind].release_publish_device(vol, pub.device)
+        self.catalog.remove_publication(pub.volume_id, pub.target_path)
+
+    def existing_bind(self, vol: Volume, st: Staging, target: str, device: str) -> bool:
+        """True when target already carries this volume (a bind made before a driver restart);
+        AlreadyExists when something else is mounted there. Never stack a second mount."""
+        real = self.real_path(target)
+        entry = find_mount(real) if real is not None else None
+        if entry is None:
+            return False
+        if vol.access_type is AccessType.BLOCK:
+            ours = entry.root == "/" + os.path.basename(device)
+        else:
+            staged_real = self.real_path(st.staging_path)
+            staged = find_mount(staged_real) if staged_real is not None else None
+            ours = staged is not None and (entry.major, entry.minor, entry.root) == (
+                staged.major,
+                staged.minor,
+                staged.root,
+            )
+        if not ours:
+            raise AlreadyExists(
+                f"{target} already has another mount ({entry.source}); it is not volume {vol.id}"
+            )
+        log.info("adopting the existing bind mount of volume %s at %s", vol.id, target)
+        return True
+
     def bind(
-        self, vol: Volume, st: Staging, target: str, read_only: bool, flags: MountFlags
-    ) -> str:
-        """Bind the staged volume at target; return a device made for this target, or ""."""
+        self,
+        vol: Volume,
+        st: Staging,
+        target: str,
+        read_only: bool,
+        flags: MountFlags,
+        device: str,
+    ) -> None:
+        """Bind the staged volume (or, for block access, device) at target and check its label."""
         trusted = self.trusted(target)
-        backend = self.backends[vol.kind]
-        own_device = ""
+        if self.existing_bind(vol, st, target, device):
+            return
         if vol.access_type is AccessType.BLOCK:
             paths.make_file(target, trusted_prefix=trusted)
-            source = backend.publish_device(vol, st.device, read_only)
-            own_device = source if source != st.device else ""
         else:
             paths.make_dir(target, trusted_prefix=trusted)
-            source = ""
         try:
             with paths.opened(target, trusted) as target_fd:
-                if source:
+                if vol.access_type is AccessType.BLOCK:
                     self.mounter.bind(
-                        source, target_fd, read_only=read_only, extra_flags=vfs_flags(flags)
+                        device, target_fd, read_only=read_only, extra_flags=vfs_flags(flags)
                     )
                 else:
                     with paths.opened(st.staging_path, self.trusted(st.staging_path)) as staging_fd:
@@ -479,8 +531,6 @@ class NodeVolumes:
                             staging_fd, target_fd, read_only=read_only, extra_flags=vfs_flags(flags)
                         )
         except MountError as exc:
-            if own_device:
-                backend.release_publish_device(vol, own_device)
             raise Internal(
                 f"bind-mounting volume {vol.id} at {target} failed: {exc.message}"
             ) from exc
@@ -496,7 +546,6 @@ class NodeVolumes:
                     f"volume {vol.id} is mounted with SELinux context {st.label}, but its bind "
                     f"mount at {target} reads {label or 'no label'}"
                 )
-        return own_device
 
     # expand
 
@@ -573,18 +622,29 @@ class NodeVolumes:
                 try:
                     self.mounter.unmount(target)
                 except MountError as exc:
-                    raise Internal(
-                        f"unmounting volume {volume_id} from {target} failed: {exc.message}"
-                    ) from exc
+                    raise unmount_failure(volume_id, target, exc) from exc
             else:
                 raise Internal(f"volume {volume_id} is still mounted at {target} after unmounting")
-            paths.remove_entry(target, self.trusted(target))
+            if not paths.remove_mount_point(target, self.trusted(target)) and os.path.lexists(
+                target
+            ):
+                log.warning("left %s in place: it is not an empty mount point", target)
             vol = self.catalog.volume(volume_id)
             for pub in self.catalog.publications(volume_id):
                 if pub.target_path == target and pub.device and vol is not None:
                     self.backends[vol.kind].release_publish_device(vol, pub.device)
             self.catalog.remove_publication(volume_id, target)
             log.info("unpublished volume %s from %s", volume_id, target)
+
+
+def unmount_failure(volume_id: str, path: str, exc: MountError) -> Exception:
+    """EBUSY means a process still uses the mount: a state that passes, so the CO retries."""
+    if exc.errno == errno.EBUSY:
+        return Unavailable(
+            f"volume {volume_id} is still in use at {path} (a process has files open on it); "
+            "the request will be retried"
+        )
+    return Internal(f"unmounting volume {volume_id} from {path} failed: {exc.message}")
 
 
 def vfs_flags(flags: MountFlags) -> tuple[str, ...]:

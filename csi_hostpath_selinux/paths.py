@@ -9,6 +9,7 @@ and the mount.
 
 from __future__ import annotations
 
+import errno
 import os
 import stat
 from collections.abc import Iterator
@@ -155,17 +156,25 @@ def make_file(path: str, mode: int = 0o640, trusted_prefix: str | None = None) -
                 raise InvalidArgument(f"{path!r} exists and is not a regular file") from None
 
 
-def remove_entry(path: str, trusted_prefix: str | None = None) -> None:
-    """Remove an empty directory or a regular file at path; a missing path is fine.
-
-    Never recursive: a mount target that still holds data is an error, not something to delete.
+def remove_mount_point(path: str, trusted_prefix: str | None = None) -> bool:
+    """Remove what a publish left at path once it is unmounted: an empty directory or an empty
+    regular file. Anything else (a directory with content, a file with data, a symlink, a device
+    node) is not the driver's to delete and stays. True when something was removed.
     """
     try:
         with _parent_dir(path, trusted_prefix) as (dfd, name):
             st = os.stat(name, dir_fd=dfd, follow_symlinks=False)
             if stat.S_ISDIR(st.st_mode):
-                os.rmdir(name, dir_fd=dfd)
-            else:
+                try:
+                    os.rmdir(name, dir_fd=dfd)
+                except OSError as exc:
+                    if exc.errno in (errno.ENOTEMPTY, errno.EEXIST):
+                        return False
+                    raise
+                return True
+            if stat.S_ISREG(st.st_mode) and st.st_size == 0:
                 os.unlink(name, dir_fd=dfd)
+                return True
+            return False
     except (NotFound, FileNotFoundError):
-        return
+        return False

@@ -5,7 +5,8 @@ A driver killed at any point leaves one of a few states behind; each is repaired
 - a PENDING staging (killed while mounting): its mount and loop device are undone, the record
   dropped, so kubelet's retry stages from scratch;
 - a READY staging or a publication whose mount is gone (node rebooted): the record is dropped;
-- a loop device backed by one of our images that no mount and no block staging uses: detached.
+- a loop device backed by one of our images that no mount and no block staging uses: detached;
+- a staged filesystem left frozen by a snapshot copy that was killed: thawed.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ import os
 import shutil
 from dataclasses import dataclass, field
 
-from . import loopdev
+from . import freeze, loopdev
 from .backends import Backend
 from .models import AccessType, StagingState, is_snapshot_id, is_volume_id
 from .mounting import NodeVolumes
@@ -31,13 +32,15 @@ class Report:
     pending_stagings: list[str] = field(default_factory=list)
     stale_records: list[str] = field(default_factory=list)
     detached_loops: list[str] = field(default_factory=list)
+    thawed: list[str] = field(default_factory=list)
 
     def summary(self) -> str:
         return (
             f"removed {len(self.orphan_storage)} orphan volume(s), rolled back "
             f"{len(self.pending_stagings)} unfinished staging(s), dropped "
             f"{len(self.stale_records)} stale record(s), detached {len(self.detached_loops)} "
-            "unused loop device(s)"
+            f"unused loop device(s), thawed {len(self.thawed)} filesystem(s) a killed snapshot "
+            "left frozen"
         )
 
 
@@ -65,6 +68,14 @@ def reconcile(catalog: Catalog, backends: dict[str, Backend], node: NodeVolumes)
             report.pending_stagings.append(f"{st.volume_id}@{st.staging_path}")
         elif not node.staging_alive(vol, st):
             report.stale_records.append(f"{st.volume_id}@{st.staging_path}")
+        elif vol.access_type is AccessType.MOUNT and vol.kind == "image":
+            # A driver killed while copying a snapshot leaves the filesystem frozen: every
+            # write of the pod would hang, and the frozen superblock would pin the loop device.
+            try:
+                if freeze.thaw(st.staging_path):
+                    report.thawed.append(st.staging_path)
+            except OSError:
+                log.exception("thawing %s failed", st.staging_path)
     for pub in catalog.publications():
         if not node.mounted(pub.target_path):
             vol = catalog.volume(pub.volume_id)

@@ -89,6 +89,7 @@ class Catalog:
         self._db = sqlite3.connect(str(path), check_same_thread=False, isolation_level=None)
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=FULL")
+        self._durable = True
         self._db.execute("PRAGMA foreign_keys=ON")
         with self.transaction() as db:
             for statement in _SCHEMA.split(";"):
@@ -107,9 +108,18 @@ class Catalog:
             self._db.close()
 
     @contextmanager
-    def transaction(self) -> Iterator[sqlite3.Connection]:
-        """One serialized write transaction: committed on success, rolled back on any error."""
+    def transaction(self, durable: bool = True) -> Iterator[sqlite3.Connection]:
+        """One serialized write transaction: committed on success, rolled back on any error.
+
+        Every commit survives kill -9 (WAL). durable=True also waits for the disk (fsync), so it
+        survives a power cut: volumes and snapshots. Mount records are written with
+        durable=False: after a power cut their mounts are gone anyway and start-up
+        reconciliation drops them, and skipping the fsync halves a node cycle's latency.
+        """
         with self._lock:
+            if durable != self._durable:
+                self._db.execute(f"PRAGMA synchronous={'FULL' if durable else 'NORMAL'}")
+                self._durable = durable
             self._db.execute("BEGIN IMMEDIATE")
             try:
                 yield self._db
@@ -262,7 +272,7 @@ class Catalog:
     # stagings
 
     def put_staging(self, st: Staging) -> None:
-        with self.transaction() as db:
+        with self.transaction(durable=False) as db:
             db.execute(
                 "INSERT OR REPLACE INTO stagings (volume_id, staging_path, label, flags, device,"
                 " access_type, state) VALUES (?,?,?,?,?,?,?)",
@@ -278,7 +288,7 @@ class Catalog:
             )
 
     def remove_staging(self, volume_id: str, staging_path: str) -> None:
-        with self.transaction() as db:
+        with self.transaction(durable=False) as db:
             db.execute(
                 "DELETE FROM stagings WHERE volume_id=? AND staging_path=?",
                 (volume_id, staging_path),
@@ -305,7 +315,7 @@ class Catalog:
     # publications
 
     def put_publication(self, pub: Publication) -> None:
-        with self.transaction() as db:
+        with self.transaction(durable=False) as db:
             db.execute(
                 "INSERT OR REPLACE INTO publications (volume_id, target_path, staging_path,"
                 " read_only, label, flags, access_mode, device) VALUES (?,?,?,?,?,?,?,?)",
@@ -322,7 +332,7 @@ class Catalog:
             )
 
     def remove_publication(self, volume_id: str, target_path: str) -> None:
-        with self.transaction() as db:
+        with self.transaction(durable=False) as db:
             db.execute(
                 "DELETE FROM publications WHERE volume_id=? AND target_path=?",
                 (volume_id, target_path),

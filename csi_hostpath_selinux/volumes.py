@@ -7,8 +7,10 @@ status codes.
 from __future__ import annotations
 
 import logging
+import threading
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -73,6 +75,8 @@ class VolumeManager:
         self.catalog = catalog
         self.backends = backends
         self.locks = locks
+        self._admission_lock = threading.Lock()
+        self._admitting = 0
 
     # lookups
 
@@ -138,41 +142,81 @@ class VolumeManager:
                     existing, kind, stored, access_type, fs_type, capacity, source
                 )
                 return existing
-            if self.catalog.volume_count() >= self.config.max_volumes_per_node:
+            with self.admission():
+                return self.create_new(
+                    name,
+                    kind,
+                    backend,
+                    stored,
+                    access_type,
+                    fs_type,
+                    size,
+                    source,
+                    secrets,
+                    ephemeral,
+                )
+
+    @contextmanager
+    def admission(self) -> Iterator[None]:
+        """Hold one of --max-volumes-per-node's places from the count check to the catalog
+        insert, so concurrent creates of different names cannot overshoot the limit."""
+        with self._admission_lock:
+            if self.catalog.volume_count() + self._admitting >= self.config.max_volumes_per_node:
                 raise ResourceExhausted(
                     f"node {self.config.node_id} already has {self.config.max_volumes_per_node} "
                     "volumes, the most this driver is configured for (--max-volumes-per-node)"
                 )
-            source_path = self.resolve_source(source, kind, size)
-            vol = Volume(
-                id=new_volume_id(),
-                name=name,
-                kind=kind,
-                capacity_bytes=size,
-                access_type=access_type,
-                fs_type=fs_type,
-                parameters={KIND_PARAMETER: kind, **stored},
-                content_source=source.encode() if source else "",
-                ephemeral=ephemeral,
-                created_at=time.time(),
-            )
-            # Storage first, catalog second: a crash in between leaves storage that start-up
-            # reconciliation removes, never a catalog entry without storage.
-            backend.create(vol, secrets, source_path)
-            try:
-                self.catalog.add_volume(vol)
-            except BaseException:
-                backend.delete(vol, secrets)
-                raise
-            log.info(
-                "created volume %s (%s, %s, %d bytes) for %r",
-                vol.id,
-                kind,
-                fs_type or access_type.value,
-                size,
-                name,
-            )
-            return vol
+            self._admitting += 1
+        try:
+            yield
+        finally:
+            with self._admission_lock:
+                self._admitting -= 1
+
+    def create_new(
+        self,
+        name: str,
+        kind: str,
+        backend: Backend,
+        stored: Mapping[str, str],
+        access_type: AccessType,
+        fs_type: str,
+        size: int,
+        source: ContentSource | None,
+        secrets: Mapping[str, str],
+        ephemeral: bool,
+    ) -> Volume:
+        """Make the storage, then record it (the caller holds the name lock and a place)."""
+        source_path = self.resolve_source(source, kind, size)
+        vol = Volume(
+            id=new_volume_id(),
+            name=name,
+            kind=kind,
+            capacity_bytes=size,
+            access_type=access_type,
+            fs_type=fs_type,
+            parameters={KIND_PARAMETER: kind, **stored},
+            content_source=source.encode() if source else "",
+            ephemeral=ephemeral,
+            created_at=time.time(),
+        )
+        # Storage first, catalog second: a crash in between leaves storage that start-up
+        # reconciliation removes, never a catalog entry without storage.
+        backend.create(vol, secrets, source_path)
+        try:
+            self.catalog.add_volume(vol)
+        except BaseException:
+            backend.delete(vol, secrets)
+            raise
+        log.info(
+            "created volume %s (%s, %s, %d bytes) for %r",
+            vol.id,
+            kind,
+            fs_type or access_type.value,
+            size,
+            name,
+        )
+        return vol
 
     def check_topology(self, requisite: Sequence[Mapping[str, str]]) -> None:
         if not requisite:
@@ -293,7 +337,9 @@ class VolumeManager:
         with self.locks.hold(vol.id):
             new = self.choose_size(capacity, backend.minimum_bytes(vol.fs_type))
             if new <= vol.capacity_bytes:
-                return vol.capacity_bytes, False
+                # Already this size (a retried call, or the controller part done by the node):
+                # the node may still have to grow the filesystem, so say so every time.
+                return vol.capacity_bytes, backend.node_expansion
             node_needed = backend.expand(vol, new)
             self.catalog.update_capacity(vol.id, new)
             log.info("expanded volume %s from %d to %d bytes", vol.id, vol.capacity_bytes, new)

@@ -67,6 +67,8 @@ class Backend(abc.ABC):
     #: fs_type values a request may name for this kind ("" always means the default).
     fs_types: ClassVar[tuple[str, ...]] = ()
     default_fs_type: ClassVar[str] = ""
+    #: A grown volume needs NodeExpandVolume (loop capacity, filesystem) before pods see it.
+    node_expansion: ClassVar[bool] = False
     #: The kind applies volume_mount_group (fsGroup) through a mount option itself.
     mount_group_option: ClassVar[bool] = False
     #: Why a label is impossible, for the error a pod author reads.

@@ -46,6 +46,7 @@ class ImageBackend(Backend):
     supports_block: ClassVar[bool] = True
     fs_types: ClassVar[tuple[str, ...]] = ("ext4", "xfs")
     default_fs_type: ClassVar[str] = "ext4"
+    node_expansion: ClassVar[bool] = True
 
     def image_path(self, volume_id: str) -> Path:
         return self.env.volumes_dir / f"{volume_id}.img"

@@ -92,16 +92,18 @@ def test_make_and_remove(tmp_path: Path) -> None:
         paths.make_dir(f)
     with pytest.raises(NotFound):
         paths.make_dir(str(tmp_path / "missing" / "d"))
-    paths.remove_entry(d)
-    paths.remove_entry(f)
-    paths.remove_entry(str(tmp_path / "never-existed"))
+    paths.remove_mount_point(d)
+    paths.remove_mount_point(f)
+    paths.remove_mount_point(str(tmp_path / "never-existed"))
     assert not os.path.exists(d) and not os.path.exists(f)
 
 
-def test_remove_entry_is_never_recursive(tmp_path: Path) -> None:
+def test_only_empty_mount_points_are_removed(tmp_path: Path) -> None:
     d = tmp_path / "d"
     d.mkdir()
     (d / "data").write_text("keep me")
-    with pytest.raises(OSError):
-        paths.remove_entry(str(d))
-    assert (d / "data").read_text() == "keep me"
+    assert not paths.remove_mount_point(str(d)), "never recursive"
+    assert not paths.remove_mount_point(str(d / "data")), "a file with data is not a mount point"
+    (tmp_path / "link").symlink_to(d)
+    assert not paths.remove_mount_point(str(tmp_path / "link"))
+    assert (d / "data").read_text() == "keep me" and (tmp_path / "link").is_symlink()
