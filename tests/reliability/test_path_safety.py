@@ -1,0 +1,609 @@
+"""Hostile paths and ids over gRPC: refused with a defined code, and nothing outside is touched.
+
+The driver runs with --kubelet-dir; a decoy directory beside kubelet's (never below it) stands in
+for /etc: symlinks point there, and a mount or removal there is the bug these tests look for.
+(Pointing the links at the real /etc would turn a failing test into a broken host.)
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import os
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import grpc
+import pytest
+
+from csi_hostpath_selinux._proto import csi_pb2 as pb
+from tests.reliability.conftest import Node
+from tests.reliability.crash import mount_count, mount_points_under
+from tests.support.driver import loop_devices_under
+from tests.support.requests import block_cap, create, mount_cap
+
+pytestmark = pytest.mark.integration
+
+libc = ctypes.CDLL(None, use_errno=True)
+INVALID = grpc.StatusCode.INVALID_ARGUMENT
+NOT_FOUND = grpc.StatusCode.NOT_FOUND
+
+
+def code_of(call: Callable[[], object]) -> grpc.StatusCode:
+    try:
+        call()
+    except grpc.RpcError as exc:
+        return exc.code()
+    return grpc.StatusCode.OK
+
+
+def tree(root: Path) -> dict[str, tuple[int, int]]:
+    """Every entry below root with its inode and size: the sentinel to compare before/after."""
+    found = {}
+    for dirpath, dirnames, filenames in os.walk(root):
+        for name in dirnames + filenames:
+            path = os.path.join(dirpath, name)
+            st = os.lstat(path)
+            found[path] = (st.st_ino, st.st_size)
+    return found
+
+
+def below(path: str, directory: str) -> bool:
+    return path == directory or path.startswith(directory.rstrip("/") + "/")
+
+
+def outside_mounts(node: Node) -> set[str]:
+    """Mounts the driver may have made outside kubelet's directory: anything below the test's
+    root but not below kubelet's directory, and any mount of the driver's loop devices elsewhere.
+    (Other mounts on the host belong to other tests running at the same time.)"""
+    kubelet = str(node.kubelet.resolve())
+    root = str(node.kubelet.parent.resolve())
+    loops = set()
+    for dev in loop_devices_under(str(node.driver.state_dir.resolve())):
+        with contextlib.suppress(OSError):
+            rdev = os.stat(dev).st_rdev
+            loops.add(f"{os.major(rdev)}:{os.minor(rdev)}")
+    found = set()
+    with open("/proc/self/mountinfo", encoding="utf-8") as f:
+        for line in f:
+            fields = line.split()
+            point = fields[4].encode().decode("unicode_escape")
+            if below(point, kubelet):
+                continue
+            if below(point, root) or fields[2] in loops:
+                found.add(point)
+    return found
+
+
+@pytest.fixture
+def decoy(node: Node) -> Iterator[Path]:
+    """A directory outside kubelet's, with content that must survive every test."""
+    path = node.kubelet.parent / "decoy"
+    (path / "mount").mkdir(parents=True)
+    (path / "sentinel").write_text("keep me")
+    (path / "mount" / "sentinel").write_text("keep me too")
+    (path / "mount-file").write_text("a block target would be bind-mounted here")
+    before = tree(path)
+    mounts = outside_mounts(node)
+    yield path
+    assert outside_mounts(node) == mounts, "a mount appeared outside kubelet's directory"
+    assert tree(path) == before, "the decoy directory outside kubelet's was changed"
+
+
+@pytest.fixture
+def staged(node: Node) -> Iterator[tuple[str, str, pb.VolumeCapability]]:
+    """An ext4 volume, staged: (volume id, staging path, capability)."""
+    cap = mount_cap("ext4")
+    vol = node.csi.controller.CreateVolume(create("pvc-paths", cap)).volume
+    staging = node.staging("paths")
+    node.csi.node.NodeStageVolume(
+        pb.NodeStageVolumeRequest(
+            volume_id=vol.volume_id, staging_target_path=staging, volume_capability=cap
+        )
+    )
+    yield vol.volume_id, staging, cap
+    node.csi.node.NodeUnstageVolume(
+        pb.NodeUnstageVolumeRequest(volume_id=vol.volume_id, staging_target_path=staging)
+    )
+    node.csi.controller.DeleteVolume(pb.DeleteVolumeRequest(volume_id=vol.volume_id))
+
+
+def bad_paths(node: Node, decoy: Path) -> list[str]:
+    k = str(node.kubelet)
+    return [
+        "relative/mount",
+        "mount",
+        f"{k}/pods/../../decoy/mount",
+        f"{k}/pods/p/../../../decoy/mount",
+        f"{k}/pods/./p/mount",
+        f"{k}/pods/p/mount/",
+        f"{k}//pods/p/mount",
+        f"{k}/pods/p\0/mount",
+        f"{k}/pods/p/mount\0../../../decoy",
+        str(decoy / "mount"),
+        k,
+        "/",
+        "/etc",
+        f"{k}-evil/pods/p/mount",
+        f"{k}/" + "x" * 5000,
+    ]
+
+
+def test_bad_target_paths_are_invalid_argument(
+    node: Node, decoy: Path, staged: tuple[str, str, pb.VolumeCapability]
+) -> None:
+    vol_id, staging, cap = staged
+    answers = {}
+    for path in bad_paths(node, decoy):
+        answers[repr(path)[:80], "publish"] = code_of(
+            lambda path=path: node.csi.node.NodePublishVolume(
+                pb.NodePublishVolumeRequest(
+                    volume_id=vol_id,
+                    staging_target_path=staging,
+                    target_path=path,
+                    volume_capability=cap,
+                )
+            )
+        )
+        answers[repr(path)[:80], "unpublish"] = code_of(
+            lambda path=path: node.csi.node.NodeUnpublishVolume(
+                pb.NodeUnpublishVolumeRequest(volume_id=vol_id, target_path=path)
+            )
+        )
+        answers[repr(path)[:80], "publish with it as staging"] = code_of(
+            lambda path=path: node.csi.node.NodePublishVolume(
+                pb.NodePublishVolumeRequest(
+                    volume_id=vol_id,
+                    staging_target_path=path,
+                    target_path=node.target("paths"),
+                    volume_capability=cap,
+                )
+            )
+        )
+    wrong = {k: v.name for k, v in answers.items() if v != INVALID}
+    assert wrong == {}, f"bad target paths answered other than INVALID_ARGUMENT: {wrong}"
+
+
+def test_bad_staging_paths_are_invalid_argument(node: Node, decoy: Path) -> None:
+    cap = mount_cap("ext4")
+    vol = node.csi.controller.CreateVolume(create("pvc-bad-staging", cap)).volume
+    answers = {}
+    for path in bad_paths(node, decoy):
+        answers[repr(path)[:80], "stage"] = code_of(
+            lambda path=path: node.csi.node.NodeStageVolume(
+                pb.NodeStageVolumeRequest(
+                    volume_id=vol.volume_id, staging_target_path=path, volume_capability=cap
+                )
+            )
+        )
+        answers[repr(path)[:80], "unstage"] = code_of(
+            lambda path=path: node.csi.node.NodeUnstageVolume(
+                pb.NodeUnstageVolumeRequest(volume_id=vol.volume_id, staging_target_path=path)
+            )
+        )
+    wrong = {k: v.name for k, v in answers.items() if v != INVALID}
+    assert wrong == {}, f"bad staging paths answered other than INVALID_ARGUMENT: {wrong}"
+    node.csi.controller.DeleteVolume(pb.DeleteVolumeRequest(volume_id=vol.volume_id))
+
+
+def test_bad_volume_paths_of_stats_and_expand_touch_nothing(
+    node: Node, decoy: Path, staged: tuple[str, str, pb.VolumeCapability]
+) -> None:
+    vol_id, _, _ = staged
+    for path in bad_paths(node, decoy):
+        stats = code_of(
+            lambda path=path: node.csi.node.NodeGetVolumeStats(
+                pb.NodeGetVolumeStatsRequest(volume_id=vol_id, volume_path=path)
+            )
+        )
+        expand = code_of(
+            lambda path=path: node.csi.node.NodeExpandVolume(
+                pb.NodeExpandVolumeRequest(volume_id=vol_id, volume_path=path)
+            )
+        )
+        assert stats in (INVALID, NOT_FOUND), (path, stats)
+        assert expand in (INVALID, NOT_FOUND), (path, expand)
+
+
+def test_symlink_planted_as_the_target_is_refused(
+    node: Node, decoy: Path, staged: tuple[str, str, pb.VolumeCapability]
+) -> None:
+    vol_id, staging, cap = staged
+    target = Path(node.target("planted"))
+    target.symlink_to(decoy / "mount")
+    code = code_of(
+        lambda: node.csi.node.NodePublishVolume(
+            pb.NodePublishVolumeRequest(
+                volume_id=vol_id,
+                staging_target_path=staging,
+                target_path=str(target),
+                volume_capability=cap,
+            )
+        )
+    )
+    assert code == INVALID
+    # An unpublish of the planted link must not unmount or remove what it points to (the decoy
+    # fixture checks); refusing it or removing the link itself are both fine.
+    code = code_of(
+        lambda: node.csi.node.NodeUnpublishVolume(
+            pb.NodeUnpublishVolumeRequest(volume_id=vol_id, target_path=str(target))
+        )
+    )
+    assert code in (grpc.StatusCode.OK, INVALID)
+
+
+def test_symlink_in_a_parent_of_the_target_is_refused(
+    node: Node, decoy: Path, staged: tuple[str, str, pb.VolumeCapability]
+) -> None:
+    vol_id, staging, cap = staged
+    pod = node.kubelet / "pods" / "evil-pod"
+    pod.parent.mkdir(parents=True, exist_ok=True)
+    pod.symlink_to(decoy)
+    code = code_of(
+        lambda: node.csi.node.NodePublishVolume(
+            pb.NodePublishVolumeRequest(
+                volume_id=vol_id,
+                staging_target_path=staging,
+                target_path=str(pod / "mount"),
+                volume_capability=cap,
+            )
+        )
+    )
+    assert code == INVALID
+
+
+def test_symlink_planted_as_the_staging_path_is_refused(node: Node, decoy: Path) -> None:
+    cap = mount_cap("ext4")
+    vol = node.csi.controller.CreateVolume(create("pvc-staging-link", cap)).volume
+    staging = Path(node.staging("staging-link"))
+    staging.symlink_to(decoy / "mount")
+    request = pb.NodeStageVolumeRequest(
+        volume_id=vol.volume_id, staging_target_path=str(staging), volume_capability=cap
+    )
+    assert code_of(lambda: node.csi.node.NodeStageVolume(request)) == INVALID
+    parent = node.kubelet / "plugins" / "evil"
+    parent.parent.mkdir(parents=True, exist_ok=True)
+    parent.symlink_to(decoy)
+    request.staging_target_path = str(parent / "mount")
+    assert code_of(lambda: node.csi.node.NodeStageVolume(request)) == INVALID
+    node.csi.controller.DeleteVolume(pb.DeleteVolumeRequest(volume_id=vol.volume_id))
+
+
+def test_unpublish_through_a_symlink_never_unmounts_outside(
+    node: Node, staged: tuple[str, str, pb.VolumeCapability]
+) -> None:
+    """A mount outside kubelet's directory, reachable through a link planted as a target."""
+    vol_id, _, _ = staged
+    outside = node.kubelet.parent / "outside-mount"
+    outside.mkdir()
+    assert libc.mount(b"tmpfs", str(outside).encode(), b"tmpfs", 0, b"size=1m") == 0
+    try:
+        target = Path(node.target("outside-link"))
+        target.symlink_to(outside)
+        code = code_of(
+            lambda: node.csi.node.NodeUnpublishVolume(
+                pb.NodeUnpublishVolumeRequest(volume_id=vol_id, target_path=str(target))
+            )
+        )
+        assert code in (grpc.StatusCode.OK, INVALID)
+        assert str(outside.resolve()) in mount_points_under(str(outside.resolve())), (
+            "NodeUnpublishVolume unmounted a mount outside kubelet's directory through a symlink"
+        )
+        assert outside.is_dir()
+    finally:
+        libc.umount2(str(outside).encode(), 0)
+
+
+class Swapper:
+    """Swap a directory and a symlink to the decoy at one path, in a loop, until stopped."""
+
+    def __init__(self, path: Path, decoy: Path) -> None:
+        self.path = path
+        self.decoy = decoy
+        self.stash = path.with_name(path.name + ".real")
+        self.is_file = path.is_file()
+        self.stop = threading.Event()
+        self.swaps = 0
+        self.moved_mounts = 0
+        self.thread = threading.Thread(target=self.run, daemon=True)
+
+    def run(self) -> None:
+        while not self.stop.is_set():
+            with contextlib.suppress(OSError):
+                if not os.path.lexists(self.path):
+                    # The driver removed it (unstage, unpublish): put it back as it was.
+                    if self.is_file:
+                        self.path.touch()
+                    else:
+                        os.mkdir(self.path)
+                os.rename(self.path, self.stash)  # fails while the path is a mount point
+                os.symlink(self.decoy, self.path)
+                self.swaps += 1
+                time.sleep(0.0005)
+                os.unlink(self.path)
+                os.rename(self.stash, self.path)
+
+    def __enter__(self) -> Swapper:
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop.set()
+        self.thread.join()
+        if self.path.is_symlink():
+            self.path.unlink()
+        if self.stash.exists() and not self.path.exists():
+            # The driver mounted onto the directory it had opened while this thread renamed it
+            # (the mount stays below kubelet's directory, at the name the directory now has).
+            real = str(self.stash.resolve())
+            while real in mount_points_under(real):
+                self.moved_mounts += 1
+                libc.umount2(real.encode(), 0)
+            os.rename(self.stash, self.path)
+
+
+class OutsideWatch:
+    """Fails when a mount appears outside kubelet's directory at any moment of the race."""
+
+    def __init__(self, node: Node) -> None:
+        self.node = node
+        self.before = outside_mounts(node)
+        self.seen: set[str] = set()
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self.run, daemon=True)
+
+    def run(self) -> None:
+        while not self.stop.is_set():
+            self.seen |= outside_mounts(self.node) - self.before
+
+    def __enter__(self) -> OutsideWatch:
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop.set()
+        self.thread.join()
+        self.seen |= outside_mounts(self.node) - self.before
+
+
+RACE_SECONDS = 4.0
+#: On a loaded machine the swapper thread may get few turns: keep racing until it has swapped
+#: enough times, up to this long.
+RACE_MAX_SECONDS = 40.0
+
+
+def racing(deadline: float, give_up: float, swapper: Swapper) -> bool:
+    now = time.monotonic()
+    return now < deadline or (swapper.swaps < 5 and now < give_up)
+RACE_CODES = {grpc.StatusCode.OK, INVALID, NOT_FOUND, grpc.StatusCode.INTERNAL}
+
+
+@pytest.mark.parametrize("swap", ["target", "parent"])
+@pytest.mark.parametrize("flavour", ["ext4", "block"])
+def test_symlink_race_on_the_target_never_mounts_outside(
+    node: Node, decoy: Path, swap: str, flavour: str
+) -> None:
+    cap = block_cap() if flavour == "block" else mount_cap("ext4")
+    vol = node.csi.controller.CreateVolume(create(f"pvc-race-{flavour}", cap)).volume
+    staging = node.staging(f"race-{flavour}")
+    if flavour == "block":
+        os.makedirs(staging, exist_ok=True)
+    node.csi.node.NodeStageVolume(
+        pb.NodeStageVolumeRequest(
+            volume_id=vol.volume_id, staging_target_path=staging, volume_capability=cap
+        )
+    )
+    target = Path(node.target(f"race-{flavour}", pod="race-pod"))
+    if flavour == "block":
+        target.touch()
+    else:
+        target.mkdir()
+    swapped = target if swap == "target" else target.parent
+    if flavour == "block" and swap == "target":
+        decoy_target = decoy / "mount-file"
+    else:
+        decoy_target = decoy / "mount" if swap == "target" else decoy
+    publish = pb.NodePublishVolumeRequest(
+        volume_id=vol.volume_id,
+        staging_target_path=staging,
+        target_path=str(target),
+        volume_capability=cap,
+    )
+    unpublish = pb.NodeUnpublishVolumeRequest(volume_id=vol.volume_id, target_path=str(target))
+    codes: set[grpc.StatusCode] = set()
+    calls = 0
+    with OutsideWatch(node) as watch, Swapper(swapped, decoy_target) as swapper:
+        deadline = time.monotonic() + RACE_SECONDS
+        give_up = deadline + RACE_MAX_SECONDS
+        while racing(deadline, give_up, swapper):
+            codes.add(code_of(lambda: node.csi.node.NodePublishVolume(publish)))
+            codes.add(code_of(lambda: node.csi.node.NodeUnpublishVolume(unpublish)))
+            calls += 2
+    assert watch.seen == set(), f"mounted outside kubelet's directory: {watch.seen}"
+    assert swapper.swaps >= 5 and calls > 10, f"the race did not run ({swapper.swaps} swaps)"
+    depth = mount_count(str(target))
+    assert depth <= 1, (
+        f"{depth} mounts are stacked at the target: a publish that could not see the target "
+        "for a moment forgot its mount and mounted again"
+    )
+    assert codes <= RACE_CODES, f"unexpected answers in the race: {codes}"
+    node.csi.node.NodeUnpublishVolume(unpublish)
+    node.csi.node.NodeUnstageVolume(
+        pb.NodeUnstageVolumeRequest(volume_id=vol.volume_id, staging_target_path=staging)
+    )
+    node.csi.controller.DeleteVolume(pb.DeleteVolumeRequest(volume_id=vol.volume_id))
+
+
+def test_symlink_race_on_the_staging_path_never_mounts_outside(node: Node, decoy: Path) -> None:
+    cap = mount_cap("ext4")
+    vol = node.csi.controller.CreateVolume(create("pvc-race-staging", cap)).volume
+    staging = Path(node.staging("race-staging"))
+    staging.mkdir()
+    stage = pb.NodeStageVolumeRequest(
+        volume_id=vol.volume_id, staging_target_path=str(staging), volume_capability=cap
+    )
+    unstage = pb.NodeUnstageVolumeRequest(volume_id=vol.volume_id, staging_target_path=str(staging))
+    codes: set[grpc.StatusCode] = set()
+    with OutsideWatch(node) as watch, Swapper(staging, decoy / "mount") as swapper:
+        deadline = time.monotonic() + RACE_SECONDS
+        give_up = deadline + RACE_MAX_SECONDS
+        while racing(deadline, give_up, swapper):
+            codes.add(code_of(lambda: node.csi.node.NodeStageVolume(stage)))
+            codes.add(code_of(lambda: node.csi.node.NodeUnstageVolume(unstage)))
+    assert watch.seen == set(), f"mounted outside kubelet's directory: {watch.seen}"
+    assert swapper.swaps >= 5, f"the race did not run ({swapper.swaps} swaps)"
+    assert codes <= RACE_CODES, f"unexpected answers in the race: {codes}"
+    node.csi.node.NodeUnstageVolume(unstage)
+    node.csi.controller.DeleteVolume(pb.DeleteVolumeRequest(volume_id=vol.volume_id))
+
+
+TRAVERSAL_IDS = [
+    "../../etc",
+    "vol-../x",
+    "vol-../../../sentinel",
+    "snap-../../../sentinel",
+    "../../../sentinel",
+    "vol-" + "0" * 32 + "/../../../sentinel",
+    "/etc/passwd",
+    "vol-\0",
+    "vol-" + "A" * 32,
+    "." * 300,
+]
+
+
+def test_traversal_ids_are_refused_and_touch_nothing(node: Node) -> None:
+    """Ids reach file names only in the driver's fixed format; state/volumes/<id> with these ids
+    would reach the sentinel beside the driver's root."""
+    sentinel_root = node.driver.root.parent
+    for name in ("sentinel", "sentinel.img", "sentinel.tar"):
+        (sentinel_root / name).write_text("keep")
+    (sentinel_root / "sentinel-dir").mkdir()
+    before = tree(sentinel_root / "sentinel-dir") | {
+        str(sentinel_root / n): (os.lstat(sentinel_root / n).st_ino, 4)
+        for n in ("sentinel", "sentinel.img", "sentinel.tar")
+    }
+    mounts = outside_mounts(node)
+    cap = mount_cap("ext4")
+    c, n = node.csi.controller, node.csi.node
+    staging, target = node.staging("ids"), node.target("ids")
+    wrong = {}
+    for bad in TRAVERSAL_IDS:
+        src = pb.VolumeContentSource()
+        src.snapshot.snapshot_id = bad
+        vsrc = pb.VolumeContentSource()
+        vsrc.volume.volume_id = bad
+        calls: dict[str, Callable[[], object]] = {
+            "DeleteVolume": lambda bad=bad: c.DeleteVolume(pb.DeleteVolumeRequest(volume_id=bad)),
+            "DeleteSnapshot": lambda bad=bad: c.DeleteSnapshot(
+                pb.DeleteSnapshotRequest(snapshot_id=bad)
+            ),
+            "ControllerGetVolume": lambda bad=bad: c.ControllerGetVolume(
+                pb.ControllerGetVolumeRequest(volume_id=bad)
+            ),
+            "ControllerExpandVolume": lambda bad=bad: c.ControllerExpandVolume(
+                pb.ControllerExpandVolumeRequest(
+                    volume_id=bad, capacity_range=pb.CapacityRange(required_bytes=1 << 30)
+                )
+            ),
+            "ValidateVolumeCapabilities": lambda bad=bad: c.ValidateVolumeCapabilities(
+                pb.ValidateVolumeCapabilitiesRequest(volume_id=bad, volume_capabilities=[cap])
+            ),
+            "CreateSnapshot": lambda bad=bad: c.CreateSnapshot(
+                pb.CreateSnapshotRequest(name=f"s-{abs(hash(bad))}", source_volume_id=bad)
+            ),
+            "GetSnapshot": lambda bad=bad: c.GetSnapshot(pb.GetSnapshotRequest(snapshot_id=bad)),
+            "CreateVolume from snapshot": lambda src=src, bad=bad: c.CreateVolume(
+                pb.CreateVolumeRequest(
+                    name=f"v-{abs(hash(bad))}",
+                    volume_capabilities=[cap],
+                    volume_content_source=src,
+                )
+            ),
+            "CreateVolume from volume": lambda vsrc=vsrc, bad=bad: c.CreateVolume(
+                pb.CreateVolumeRequest(
+                    name=f"c-{abs(hash(bad))}",
+                    volume_capabilities=[cap],
+                    volume_content_source=vsrc,
+                )
+            ),
+            "NodeStageVolume": lambda bad=bad: n.NodeStageVolume(
+                pb.NodeStageVolumeRequest(
+                    volume_id=bad, staging_target_path=staging, volume_capability=cap
+                )
+            ),
+            "NodePublishVolume": lambda bad=bad: n.NodePublishVolume(
+                pb.NodePublishVolumeRequest(
+                    volume_id=bad,
+                    staging_target_path=staging,
+                    target_path=target,
+                    volume_capability=cap,
+                )
+            ),
+            "NodeUnpublishVolume": lambda bad=bad: n.NodeUnpublishVolume(
+                pb.NodeUnpublishVolumeRequest(volume_id=bad, target_path=target)
+            ),
+            "NodeUnstageVolume": lambda bad=bad: n.NodeUnstageVolume(
+                pb.NodeUnstageVolumeRequest(volume_id=bad, staging_target_path=staging)
+            ),
+            "NodeGetVolumeStats": lambda bad=bad: n.NodeGetVolumeStats(
+                pb.NodeGetVolumeStatsRequest(volume_id=bad, volume_path=target)
+            ),
+            "NodeExpandVolume": lambda bad=bad: n.NodeExpandVolume(
+                pb.NodeExpandVolumeRequest(volume_id=bad, volume_path=target)
+            ),
+        }
+        for name, call in calls.items():
+            code = code_of(call)
+            # Deleting what does not exist is OK by the spec; everything else must refuse.
+            allowed = {NOT_FOUND, INVALID}
+            if name in ("DeleteVolume", "DeleteSnapshot"):
+                allowed.add(grpc.StatusCode.OK)
+            if code not in allowed:
+                wrong[name, bad[:40]] = code.name
+    assert wrong == {}, f"traversal ids answered with other codes: {wrong}"
+    after = tree(sentinel_root / "sentinel-dir") | {
+        str(sentinel_root / n): (os.lstat(sentinel_root / n).st_ino, 4)
+        for n in ("sentinel", "sentinel.img", "sentinel.tar")
+    }
+    assert after == before
+    assert outside_mounts(node) == mounts
+    volumes = node.driver.state_dir / "volumes"
+    assert not volumes.is_dir() or os.listdir(volumes) == [], "a traversal id created storage"
+
+
+def test_unpublish_of_a_non_empty_directory_is_a_defined_error_and_keeps_it(
+    node: Node, staged: tuple[str, str, pb.VolumeCapability]
+) -> None:
+    """Found by the fuzz run: an unpublish whose target is a directory with content (not a mount,
+    not a publication) failed with an unhandled OSError (ENOTEMPTY), answered as INTERNAL."""
+    vol_id, _, _ = staged
+    directory = node.kubelet / "pods" / "other-pod" / "volumes"
+    directory.mkdir(parents=True)
+    (directory / "data").write_text("a pod's data")
+    code = code_of(
+        lambda: node.csi.node.NodeUnpublishVolume(
+            pb.NodeUnpublishVolumeRequest(volume_id=vol_id, target_path=str(directory))
+        )
+    )
+    assert (directory / "data").read_text() == "a pod's data"
+    assert code != grpc.StatusCode.INTERNAL, "an unhandled error (ENOTEMPTY) answered INTERNAL"
+
+
+def test_unpublish_never_removes_a_file_that_is_not_its_publication(
+    node: Node, staged: tuple[str, str, pb.VolumeCapability]
+) -> None:
+    """NodeUnpublishVolume of an existing volume with any file below kubelet's directory as its
+    target unlinks that file (the driver removes block targets, which are files). It must only
+    remove a target it published, or an empty directory/file left by its own publish."""
+    vol_id, _, _ = staged
+    victim = node.kubelet / "pods" / "other-pod" / "etc-hosts"
+    victim.parent.mkdir(parents=True)
+    victim.write_text("127.0.0.1 localhost\n")
+    code_of(
+        lambda: node.csi.node.NodeUnpublishVolume(
+            pb.NodeUnpublishVolumeRequest(volume_id=vol_id, target_path=str(victim))
+        )
+    )
+    assert victim.exists(), "NodeUnpublishVolume deleted a file it never published"
