@@ -377,6 +377,8 @@ RACE_MAX_SECONDS = 40.0
 def racing(deadline: float, give_up: float, swapper: Swapper) -> bool:
     now = time.monotonic()
     return now < deadline or (swapper.swaps < 5 and now < give_up)
+
+
 RACE_CODES = {grpc.StatusCode.OK, INVALID, NOT_FOUND, grpc.StatusCode.INTERNAL}
 
 
