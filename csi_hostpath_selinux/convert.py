@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Mapping
 
 from google.protobuf.timestamp_pb2 import Timestamp
@@ -58,7 +59,9 @@ def content_source(source: pb.VolumeContentSource) -> ContentSource | None:
     return None
 
 
+@functools.cache
 def topology(config: DriverConfig) -> pb.Topology:
+    """This node's topology segment (built once: messages assigned into others are copied)."""
     return pb.Topology(segments={config.topology_key: config.node_id})
 
 

@@ -1,0 +1,1 @@
+"""Benchmarks: this driver against the Go reference hostpath driver (see docs/benchmarks.md)."""

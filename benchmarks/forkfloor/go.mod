@@ -1,0 +1,3 @@
+module csi-hostpath-selinux-bench/forkfloor
+
+go 1.22

@@ -1,0 +1,1 @@
+"""Build the Go reference driver (kubernetes-csi/csi-driver-host-path) outside the repository."""
