@@ -356,17 +356,23 @@ class NodeVolumes:
         vol = self.volume(volume_id)
         backend = self.backends[vol.kind]
         with self.locks.hold(vol.id):
+            records = [s for s in self.catalog.stagings(vol.id) if s.staging_path == staging_path]
+            if not records:
+                # Every staging is recorded before its mount is made, so a path without a record
+                # holds nothing of this volume's: already unstaged, and whatever is mounted
+                # there (a pod's publication, say) is not ours to remove.
+                log.info("volume %s is not staged at %s: nothing to undo", vol.id, staging_path)
+                return
             pubs = [p for p in self.catalog.publications(vol.id) if p.staging_path == staging_path]
-            live = [p for p in pubs if self.mounted(p.target_path)]
+            live = [p for p in pubs if not self.gone(p.target_path)]
             if live:
                 raise FailedPrecondition(
                     f"volume {vol.id} is still published at {live[0].target_path}; "
                     "unpublish it before unstaging it"
                 )
             for p in pubs:
-                self.catalog.remove_publication(p.volume_id, p.target_path)
-            records = [s for s in self.catalog.stagings(vol.id) if s.staging_path == staging_path]
-            device = records[0].device if records else ""
+                self.forget_publication(vol, p)
+            device = records[0].device
             try:
                 backend.unstage(vol, staging_path, device)
             except MountError as exc:
@@ -614,6 +620,12 @@ class NodeVolumes:
         if not known:
             raise NotFound(f"volume {volume_id!r} does not exist on node {self.config.node_id}")
         with self.locks.hold(volume_id):
+            if not any(p.target_path == target for p in self.catalog.publications(volume_id)):
+                # Every publication is recorded before its bind is made: without a record the
+                # volume is not published here (already unpublished), and a mount at the path
+                # (another volume's, or this volume's staging) is not this request's to remove.
+                log.info("volume %s is not published at %s: nothing to undo", volume_id, target)
+                return
             real = self.real_path(target)
             # A target can carry stacked mounts (a retried publish after a crash): remove them all.
             for _ in range(MAX_STACKED_MOUNTS):

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import errno
 import os
 import threading
 import time
@@ -307,6 +308,9 @@ class Swapper:
         self.stop = threading.Event()
         self.swaps = 0
         self.moved_mounts = 0
+        #: The driver mounted onto the directory while it was renamed away: the mount now pins
+        #: the renamed directory, so no further swap is possible and the race has its outcome.
+        self.pinned = False
         self.thread = threading.Thread(target=self.run, daemon=True)
 
     def run(self) -> None:
@@ -323,7 +327,13 @@ class Swapper:
                 self.swaps += 1
                 time.sleep(0.0005)
                 os.unlink(self.path)
-                os.rename(self.stash, self.path)
+                try:
+                    os.rename(self.stash, self.path)
+                except OSError as exc:
+                    if exc.errno == errno.EBUSY:
+                        self.pinned = True
+                        return
+                    raise
 
     def __enter__(self) -> Swapper:
         self.thread.start()
@@ -375,11 +385,19 @@ RACE_MAX_SECONDS = 40.0
 
 
 def racing(deadline: float, give_up: float, swapper: Swapper) -> bool:
+    if swapper.pinned:
+        return False
     now = time.monotonic()
     return now < deadline or (swapper.swaps < 5 and now < give_up)
 
 
-RACE_CODES = {grpc.StatusCode.OK, INVALID, NOT_FOUND, grpc.StatusCode.INTERNAL}
+RACE_CODES = {
+    grpc.StatusCode.OK,
+    INVALID,
+    NOT_FOUND,
+    grpc.StatusCode.INTERNAL,
+    grpc.StatusCode.UNAVAILABLE,  # a mount busy for a moment: retried, as kubelet does
+}
 
 
 @pytest.mark.parametrize("swap", ["target", "parent"])
@@ -424,7 +442,9 @@ def test_symlink_race_on_the_target_never_mounts_outside(
             codes.add(code_of(lambda: node.csi.node.NodeUnpublishVolume(unpublish)))
             calls += 2
     assert watch.seen == set(), f"mounted outside kubelet's directory: {watch.seen}"
-    assert swapper.swaps >= 5 and calls > 10, f"the race did not run ({swapper.swaps} swaps)"
+    assert (swapper.swaps >= 5 and calls > 10) or swapper.pinned, (
+        f"the race did not run ({swapper.swaps} swaps)"
+    )
     depth = mount_count(str(target))
     assert depth <= 1, (
         f"{depth} mounts are stacked at the target: a publish that could not see the target "
@@ -455,7 +475,7 @@ def test_symlink_race_on_the_staging_path_never_mounts_outside(node: Node, decoy
             codes.add(code_of(lambda: node.csi.node.NodeStageVolume(stage)))
             codes.add(code_of(lambda: node.csi.node.NodeUnstageVolume(unstage)))
     assert watch.seen == set(), f"mounted outside kubelet's directory: {watch.seen}"
-    assert swapper.swaps >= 5, f"the race did not run ({swapper.swaps} swaps)"
+    assert swapper.swaps >= 5 or swapper.pinned, f"the race did not run ({swapper.swaps} swaps)"
     assert codes <= RACE_CODES, f"unexpected answers in the race: {codes}"
     node.csi.node.NodeUnstageVolume(unstage)
     node.csi.controller.DeleteVolume(pb.DeleteVolumeRequest(volume_id=vol.volume_id))
