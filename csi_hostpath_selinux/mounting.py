@@ -343,7 +343,7 @@ class NodeVolumes:
             if vol.access_type is AccessType.BLOCK:
                 alive = bool(st.device) and os.path.exists(st.device)
             else:
-                alive = self.mounted(st.staging_path)
+                alive = not self.gone(st.staging_path)
             if alive:
                 return True
         self.catalog.remove_staging(st.volume_id, st.staging_path)
