@@ -52,13 +52,3 @@ def thaw(mount_point: str) -> bool:
     finally:
         os.close(fd)
     return True
-
-
-@contextmanager
-def all_frozen(mount_points: list[str]) -> Iterator[None]:
-    """Freeze several filesystems together (a group snapshot); thaw every one that froze."""
-    if not mount_points:
-        yield
-        return
-    with frozen(mount_points[0]), all_frozen(mount_points[1:]):
-        yield

@@ -90,16 +90,6 @@ def opened(path: str, trusted_prefix: str | None = None) -> Iterator[str]:
         os.close(fd)
 
 
-def check_no_symlinks(path: str, trusted_prefix: str | None = None) -> bool:
-    """True when path exists and no component below trusted_prefix is a symlink; False if missing."""
-    try:
-        fd = open_path(path, trusted_prefix)
-    except FileNotFoundError:
-        return False
-    os.close(fd)
-    return True
-
-
 @contextmanager
 def _parent_dir(path: str, trusted_prefix: str | None) -> Iterator[tuple[int, str]]:
     """(a directory descriptor of path's parent, the last component), walked without symlinks."""
