@@ -147,6 +147,7 @@ def config_from(args: argparse.Namespace) -> DriverConfig:
 def serve(config: DriverConfig) -> int:
     from .doctor import startup_report
     from .server import EndpointError, build
+    from .statedir import StateDirError
 
     startup_report(logging.getLogger("csi_hostpath_selinux.preflight"))
     try:
@@ -154,6 +155,9 @@ def serve(config: DriverConfig) -> int:
     except EndpointError as exc:
         logging.getLogger(__name__).error("%s", exc)
         return 2
+    except StateDirError as exc:
+        logging.getLogger(__name__).error("%s", exc)
+        return 3
     stopping = threading.Event()
 
     def on_signal(signum: int, frame: object) -> None:

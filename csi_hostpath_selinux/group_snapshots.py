@@ -30,7 +30,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from . import freeze
+from . import freeze, statedir
 from .backends import Backend, ImageBackend
 from .errors import AlreadyExists, FailedPrecondition, Internal, InvalidArgument, NotFound
 from .locks import OperationLocks
@@ -163,6 +163,16 @@ class GroupSnapshots:
     def cut(self, name: str, members: Sequence[_Member]) -> GroupSnapshot:
         """Freeze every mounted member, copy every member, thaw; then record them all at once."""
         group_id = new_group_snapshot_id()
+        state_dir = members[0].backend.env.state_dir if members else None
+        marks = (
+            statedir.intent(state_dir, *(m.snapshot_id for m in members))
+            if state_dir is not None
+            else contextlib.nullcontext()
+        )
+        with marks:
+            return self._cut(group_id, name, members)
+
+    def _cut(self, group_id: str, name: str, members: Sequence[_Member]) -> GroupSnapshot:
         try:
             with contextlib.ExitStack() as frozen:
                 for m in members:
@@ -231,10 +241,13 @@ class GroupSnapshots:
                 for s in group.snapshot_ids
                 if (kind := snap_kind(s, self.backends))
             }
-            # Catalog first: a crash before the files go leaves files nothing refers to.
-            self.catalog.remove_group_snapshot(group.id)
-            for path in files.values():
-                path.unlink(missing_ok=True)
+            # Intent, catalog, files: a crash before the files go leaves files nothing refers
+            # to, which start-up reconciliation removes (the intent proves them garbage).
+            state_dir = next(iter(self.backends.values())).env.state_dir
+            with statedir.intent(state_dir, *group.snapshot_ids):
+                self.catalog.remove_group_snapshot(group.id)
+                for path in files.values():
+                    path.unlink(missing_ok=True)
         log.info("deleted group snapshot %s and its snapshots %s", group.id, group.snapshot_ids)
 
     def view(self, group: GroupSnapshot) -> GroupView:

@@ -1,7 +1,9 @@
 """Start-up reconciliation: make the catalog, the state directory and the mount table agree.
 
 A driver killed at any point leaves one of a few states behind; each is repaired here:
-- storage without a catalog entry (killed between creating and recording a volume): removed;
+- storage without a catalog entry whose create or delete was unfinished (its intent file, see
+  statedir.py, is there): removed. Unlisted storage without one is never removed: statedir.check
+  refuses to start before this runs;
 - a PENDING staging (killed while mounting): its mount and loop device are undone, the record
   dropped, so kubelet's retry stages from scratch;
 - a READY staging or a publication whose mount is gone (node rebooted): the record is dropped;
@@ -16,7 +18,7 @@ import os
 import shutil
 from dataclasses import dataclass, field
 
-from . import freeze, loopdev
+from . import freeze, loopdev, statedir
 from .backends import Backend
 from .models import AccessType, StagingState, is_snapshot_id, is_volume_id
 from .mounting import NodeVolumes
@@ -46,8 +48,12 @@ class Report:
 
 def reconcile(catalog: Catalog, backends: dict[str, Backend], node: NodeVolumes) -> Report:
     report = Report()
-    _remove_orphan_storage(catalog, backends, report)
-    _remove_orphan_snapshots(catalog, backends, report)
+    state_dir = next(iter(backends.values())).env.state_dir
+    pending = statedir.intents(state_dir)
+    _remove_orphan_storage(catalog, backends, report, pending)
+    _remove_orphan_snapshots(catalog, backends, report, pending)
+    for ident in pending:
+        statedir.drop_intent(state_dir, ident)
     for st in catalog.stagings():
         vol = catalog.volume(st.volume_id)
         if vol is None:
@@ -88,7 +94,9 @@ def reconcile(catalog: Catalog, backends: dict[str, Backend], node: NodeVolumes)
     return report
 
 
-def _remove_orphan_storage(catalog: Catalog, backends: dict[str, Backend], report: Report) -> None:
+def _remove_orphan_storage(
+    catalog: Catalog, backends: dict[str, Backend], report: Report, pending: set[str]
+) -> None:
     known = {v.id for v in catalog.all_volumes()}
     for backend in backends.values():
         directory = backend.env.volumes_dir
@@ -96,7 +104,7 @@ def _remove_orphan_storage(catalog: Catalog, backends: dict[str, Backend], repor
             continue
         for entry in os.scandir(directory):
             volume_id = entry.name.removesuffix(".img")
-            if not is_volume_id(volume_id) or volume_id in known:
+            if not is_volume_id(volume_id) or volume_id in known or volume_id not in pending:
                 continue
             path = directory / entry.name
             for dev in loopdev.find_by_backing_file(str(path)):
@@ -110,7 +118,7 @@ def _remove_orphan_storage(catalog: Catalog, backends: dict[str, Backend], repor
 
 
 def _remove_orphan_snapshots(
-    catalog: Catalog, backends: dict[str, Backend], report: Report
+    catalog: Catalog, backends: dict[str, Backend], report: Report, pending: set[str]
 ) -> None:
     """Snapshot files whose catalog entry was never written (killed between copy and record)."""
     known = {s.id for s in catalog.all_snapshots()}
@@ -119,7 +127,7 @@ def _remove_orphan_snapshots(
         return
     for entry in os.scandir(directory):
         snapshot_id = entry.name.rsplit(".", 1)[0]
-        if not is_snapshot_id(snapshot_id) or snapshot_id in known:
+        if not is_snapshot_id(snapshot_id) or snapshot_id in known or snapshot_id not in pending:
             continue
         if entry.is_file(follow_symlinks=False):
             (directory / entry.name).unlink()

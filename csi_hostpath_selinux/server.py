@@ -12,6 +12,7 @@ from pathlib import Path
 
 import grpc
 
+from . import statedir
 from ._proto import csi_pb2_grpc as rpc
 from .backends import BACKENDS, Backend, BackendEnv
 from .config import DriverConfig
@@ -89,6 +90,11 @@ def build(config: DriverConfig, mounter: Mounter | None = None) -> Driver:
     """Open the state, reconcile it with the node, and start serving; return the running driver."""
     config.state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
     catalog = Catalog(config.catalog_path)
+    try:
+        statedir.check(catalog, config.state_dir)
+    except BaseException:
+        catalog.close()
+        raise
     mounter = mounter or LinuxMounter()
     env = BackendEnv(config.state_dir, mounter)
     backends: dict[str, Backend] = {kind: cls(env) for kind, cls in BACKENDS.items()}

@@ -7,6 +7,7 @@ import time
 from collections.abc import Mapping
 from pathlib import Path
 
+from . import statedir
 from .backends import Backend
 from .config import DriverConfig
 from .errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound
@@ -59,14 +60,15 @@ class SnapshotManager:
             backend = self.backends[vol.kind]
             snap_id = new_snapshot_id()
             dest = snapshot_file(backend, snap_id)
-            with self.locks.hold(vol.id):
-                backend.snapshot(vol, dest, self.mount_point(vol.id))
-            snap = Snapshot(snap_id, name, vol.id, vol.capacity_bytes, time.time(), True)
-            try:
-                self.catalog.add_snapshot(snap)
-            except BaseException:
-                dest.unlink(missing_ok=True)
-                raise
+            with statedir.intent(self.config.state_dir, snap_id):
+                with self.locks.hold(vol.id):
+                    backend.snapshot(vol, dest, self.mount_point(vol.id))
+                snap = Snapshot(snap_id, name, vol.id, vol.capacity_bytes, time.time(), True)
+                try:
+                    self.catalog.add_snapshot(snap)
+                except BaseException:
+                    dest.unlink(missing_ok=True)
+                    raise
             log.info("created snapshot %s of volume %s (%r)", snap.id, vol.id, name)
             return snap
 
@@ -86,9 +88,10 @@ class SnapshotManager:
                     "group snapshot instead"
                 )
             kind = snap_kind(snap.id, self.backends)
-            self.catalog.remove_snapshot(snap.id)
-            if kind:
-                snapshot_file(self.backends[kind], snap.id).unlink(missing_ok=True)
+            with statedir.intent(self.config.state_dir, snap.id):
+                self.catalog.remove_snapshot(snap.id)
+                if kind:
+                    snapshot_file(self.backends[kind], snap.id).unlink(missing_ok=True)
             log.info("deleted snapshot %s", snap.id)
 
     def get(self, snapshot_id: str) -> Snapshot:

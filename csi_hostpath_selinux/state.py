@@ -73,6 +73,11 @@ CREATE TABLE IF NOT EXISTS volume_group_snapshots (
     created_at REAL NOT NULL,
     members TEXT NOT NULL
 );
+-- facts about the catalog itself: its identity (see statedir.py)
+CREATE TABLE IF NOT EXISTS meta (
+    key TEXT PRIMARY KEY,
+    value TEXT NOT NULL
+);
 """
 
 
@@ -96,6 +101,8 @@ class Catalog:
                 if statement.strip():
                     db.execute(statement)
             version = db.execute("PRAGMA user_version").fetchone()[0]
+            #: The file held no catalog before this open (missing, 0 bytes, or emptied).
+            self.created = version == 0
             if version == 0:
                 db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
             elif version != SCHEMA_VERSION:
@@ -132,6 +139,18 @@ class Catalog:
         """Raise sqlite3.Error when the catalog cannot be read (used by Probe)."""
         with self._lock:
             self._db.execute("SELECT count(*) FROM volumes").fetchone()
+
+    def identity(self) -> str | None:
+        """The catalog's identity (written once, when the state directory was first used)."""
+        with self._lock:
+            row = self._db.execute("SELECT value FROM meta WHERE key='identity'").fetchone()
+        return str(row[0]) if row else None
+
+    def set_identity(self, identity: str) -> None:
+        with self.transaction() as db:
+            db.execute(
+                "INSERT OR REPLACE INTO meta (key, value) VALUES ('identity', ?)", (identity,)
+            )
 
     # volumes
 

@@ -14,6 +14,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+from . import statedir
 from .backends import DEFAULT_KIND, Backend
 from .config import DriverConfig
 from .errors import (
@@ -200,14 +201,16 @@ class VolumeManager:
             ephemeral=ephemeral,
             created_at=time.time(),
         )
-        # Storage first, catalog second: a crash in between leaves storage that start-up
-        # reconciliation removes, never a catalog entry without storage.
-        backend.create(vol, secrets, source_path)
-        try:
-            self.catalog.add_volume(vol)
-        except BaseException:
-            backend.delete(vol, secrets)
-            raise
+        # Intent, storage, catalog: a crash in between leaves storage that start-up
+        # reconciliation removes (its intent proves it garbage), never a catalog entry without
+        # storage.
+        with statedir.intent(self.config.state_dir, vol.id):
+            backend.create(vol, secrets, source_path)
+            try:
+                self.catalog.add_volume(vol)
+            except BaseException:
+                backend.delete(vol, secrets)
+                raise
         log.info(
             "created volume %s (%s, %s, %d bytes) for %r",
             vol.id,
@@ -386,8 +389,9 @@ class VolumeManager:
                     f"volume {volume_id} is still staged at {stagings[0].staging_path}; "
                     "unstage it before deleting it"
                 )
-            self.catalog.remove_volume(volume_id)
-            self.backend(vol.kind).delete(vol, secrets)
+            with statedir.intent(self.config.state_dir, volume_id):
+                self.catalog.remove_volume(volume_id)
+                self.backend(vol.kind).delete(vol, secrets)
             log.info("deleted volume %s (%r)", vol.id, vol.name)
 
 

@@ -389,6 +389,8 @@ def test_orphan_snapshot_files_are_removed_at_start(csi: Clients, driver: Driver
     snapshots.mkdir(exist_ok=True)
     orphan = snapshots / ("snap-" + "a" * 32 + ".img")
     orphan.write_bytes(b"left by a kill between the copy and the catalog write")
+    (driver.state_dir / "intents").mkdir(exist_ok=True)
+    (driver.state_dir / "intents" / orphan.name.removesuffix(".img")).touch()
     unrelated = snapshots / "notes.txt"
     unrelated.write_text("not the driver's")
     driver.stop(signal.SIGKILL)

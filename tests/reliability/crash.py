@@ -74,6 +74,8 @@ STATE_TOP_LEVEL = frozenset(
         "snapshots",
         "work",
         "ephemeral",
+        "catalog.id",
+        "intents",
     }
 )
 

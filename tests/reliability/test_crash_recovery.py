@@ -124,8 +124,12 @@ def test_restart_removes_snapshot_files_a_crash_left_without_a_catalog_row(node:
     snapshots = node.driver.state_dir / "snapshots"
     orphans = [snapshots / f"snap-{'a' * 32}.img", snapshots / f"snap-{'b' * 32}.tar"]
     node.driver.stop(signal.SIGKILL)
+    intents = node.driver.state_dir / "intents"
+    intents.mkdir(exist_ok=True)
     for orphan in orphans:
         orphan.write_bytes(b"\0" * 4096)
+        # What the killed CreateSnapshot left before copying: its intent file.
+        (intents / orphan.name.rsplit(".", 1)[0]).touch()
     node.driver.start()
     left = sorted(p.name for p in orphans if p.exists())
     assert left == [], f"snapshot files without a catalog row survived the restart: {left}"

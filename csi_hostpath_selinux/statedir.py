@@ -1,0 +1,192 @@
+"""The state directory's guards: its catalog is its own, and nothing unproven is garbage.
+
+Start-up reconciliation removes storage the catalog does not list, because a driver killed
+between making storage and recording it leaves such storage behind. But a catalog that lost
+rows (a deleted or emptied `catalog.sqlite`, its `-wal` file lost after a kill, a file-level
+restore that skipped it) also makes real volumes look unlisted. So storage counts as garbage only
+when it is *proven* to be:
+
+- every create and delete of volume or snapshot storage first writes an intent file
+  (`intents/<id>`, fsynced) and removes it after the catalog committed; storage the catalog does
+  not list is removed only when its intent file is there;
+- the catalog carries an identity, written once into the catalog and beside it (`catalog.id`);
+  a catalog that is new or empty while the state directory says one existed, or that belongs to
+  another directory, is refused;
+- anything else unlisted makes the driver refuse to start, with one line naming the files and
+  the recovery step. Nothing is deleted, detached or unmounted before that check.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .models import is_snapshot_id, is_volume_id
+from .state import Catalog
+
+IDENTITY_FILE = "catalog.id"
+INTENTS_DIR = "intents"
+
+
+class StateDirError(Exception):
+    """The state directory cannot be served safely; the message is one line for the operator."""
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _write_durably(path: Path, text: str) -> None:
+    """Write path atomically (temp file, fsync, rename, fsync of the directory)."""
+    tmp = path.with_name(path.name + ".tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+    try:
+        os.write(fd, text.encode())
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    os.rename(tmp, path)
+    _fsync_dir(path.parent)
+
+
+# intents
+
+
+@contextlib.contextmanager
+def intent(state_dir: Path, *ids: str) -> Iterator[None]:
+    """Mark the storage of ids as "maybe garbage" for the block: a create or delete in progress.
+
+    The marks are on disk before the block starts. They are removed when the block succeeds;
+    after a failure or a kill they stay, and start-up reconciliation may then remove the storage
+    of these ids that the catalog does not list (and drops the marks).
+    """
+    directory = state_dir / INTENTS_DIR
+    directory.mkdir(mode=0o700, exist_ok=True)
+    for ident in ids:
+        fd = os.open(
+            directory / ident, os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600
+        )
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+    _fsync_dir(directory)
+    yield
+    for ident in ids:
+        (directory / ident).unlink(missing_ok=True)
+
+
+def intents(state_dir: Path) -> set[str]:
+    directory = state_dir / INTENTS_DIR
+    if not directory.is_dir():
+        return set()
+    return {e.name for e in os.scandir(directory) if is_volume_id(e.name) or is_snapshot_id(e.name)}
+
+
+def drop_intent(state_dir: Path, ident: str) -> None:
+    (state_dir / INTENTS_DIR / ident).unlink(missing_ok=True)
+
+
+# storage on disk
+
+
+@dataclass
+class Storage:
+    """Volume and snapshot storage in the state directory, by id."""
+
+    volumes: dict[str, Path] = field(default_factory=dict)
+    snapshots: dict[str, Path] = field(default_factory=dict)
+
+
+def scan(state_dir: Path) -> Storage:
+    found = Storage()
+    volumes, snapshots = state_dir / "volumes", state_dir / "snapshots"
+    if volumes.is_dir():
+        for entry in os.scandir(volumes):
+            ident = entry.name.removesuffix(".img")
+            if is_volume_id(ident):
+                found.volumes[ident] = volumes / entry.name
+    if snapshots.is_dir():
+        for entry in os.scandir(snapshots):
+            ident = entry.name.rsplit(".", 1)[0]
+            if is_snapshot_id(ident) and entry.is_file(follow_symlinks=False):
+                found.snapshots[ident] = snapshots / entry.name
+    return found
+
+
+def _names(paths: list[Path], limit: int = 3) -> str:
+    shown = ", ".join(p.name for p in paths[:limit])
+    return shown + (f" and {len(paths) - limit} more" if len(paths) > limit else "")
+
+
+# the checks
+
+
+def check(catalog: Catalog, state_dir: Path) -> None:
+    """Refuse (StateDirError) a catalog that is not this directory's, or that lost storage rows.
+
+    Writes the identity on first use. Changes nothing else, and deletes nothing.
+    """
+    marker = state_dir / IDENTITY_FILE
+    try:
+        recorded = marker.read_text().strip() or None
+    except FileNotFoundError:
+        recorded = None
+    identity = catalog.identity()
+    storage = scan(state_dir)
+    pending = intents(state_dir)
+    if identity is None:
+        unproven = [p for i, p in storage.volumes.items() if i not in pending]
+        unproven += [p for i, p in storage.snapshots.items() if i not in pending]
+        if catalog.created and (recorded is not None or unproven):
+            raise StateDirError(
+                f"refusing to start: the catalog {catalog.path} is new or empty, but "
+                f"{state_dir} was in use"
+                + (f" ({IDENTITY_FILE} names catalog {recorded})" if recorded else "")
+                + (
+                    f" and holds {len(unproven)} volume/snapshot file(s) ({_names(unproven)})"
+                    if unproven
+                    else ""
+                )
+                + ": the catalog was lost or rolled back. Nothing was deleted. Restore "
+                f"{catalog.path.name} together with its -wal file from a backup; or, to start "
+                f"this node empty on purpose, move volumes/, snapshots/ and {IDENTITY_FILE} out "
+                f"of {state_dir}"
+            )
+        # A first start, or a catalog written by a driver before identities existed.
+        identity = recorded or uuid.uuid4().hex
+        catalog.set_identity(identity)
+    if recorded is None:
+        _write_durably(marker, identity + "\n")
+    elif recorded != identity:
+        raise StateDirError(
+            f"refusing to start: the catalog {catalog.path} is catalog {identity}, but "
+            f"{state_dir}/{IDENTITY_FILE} says this directory's catalog is {recorded}: it was "
+            "replaced by another node's or an older copy. Nothing was deleted. Put this "
+            f"directory's own catalog (with its -wal file) back"
+        )
+    known_volumes = {v.id for v in catalog.all_volumes()}
+    known_snapshots = {s.id for s in catalog.all_snapshots()}
+    unproven = [
+        p for i, p in storage.volumes.items() if i not in known_volumes and i not in pending
+    ]
+    unproven += [
+        p for i, p in storage.snapshots.items() if i not in known_snapshots and i not in pending
+    ]
+    if unproven:
+        raise StateDirError(
+            f"refusing to start: the catalog {catalog.path} does not list {len(unproven)} "
+            f"volume/snapshot file(s) in {state_dir} ({_names(unproven)}), and no unfinished "
+            "create or delete explains them: the catalog lost committed changes (its -wal file "
+            f"lost after a kill, or restored from an older backup). Nothing was deleted. Restore "
+            f"{catalog.path.name} together with its -wal file from a backup; or move the listed "
+            "files out of the state directory to start without them"
+        )

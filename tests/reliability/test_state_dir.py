@@ -1,0 +1,114 @@
+"""The state directory under an unlucky operator: a lost catalog, a second driver, a full disk.
+
+Each test sets up what an operator or a crash really leaves (a deleted or emptied catalog, a
+-wal file gone after kill -9, two driver processes on one directory, a state directory with no
+free space) and checks that no volume is lost and the driver says what happened in one line.
+"""
+
+from __future__ import annotations
+
+import signal
+from pathlib import Path
+
+import pytest
+
+from csi_hostpath_selinux._proto import csi_pb2 as pb
+from tests.reliability.conftest import Node, NodeFactory
+from tests.support.requests import create, mount_cap
+
+pytestmark = pytest.mark.integration
+
+
+def refused_start(node: Node) -> str:
+    """Start the driver again; it must exit non-zero. Returns its log of this start."""
+    before = len(node.driver.log_path.read_bytes())
+    with pytest.raises(RuntimeError, match="the driver exited with 3"):
+        node.driver.start()
+    node.driver.proc = None
+    return node.driver.log_path.read_bytes()[before:].decode(errors="replace")
+
+
+def refusal_line(log: str) -> str:
+    lines = [line for line in log.splitlines() if "refusing to start" in line]
+    assert len(lines) == 1, f"expected one line saying why the driver refused to start:\n{log}"
+    assert "Traceback" not in log, f"a traceback instead of a clear line:\n{log}"
+    return lines[0]
+
+
+def files(state: Path) -> set[str]:
+    return {
+        p.name
+        for d in ("volumes", "snapshots")
+        if (state / d).is_dir()
+        for p in (state / d).iterdir()
+    }
+
+
+def volume_and_snapshot(node: Node, name: str) -> tuple[str, str]:
+    vol = node.csi.controller.CreateVolume(create(name, mount_cap("ext4"))).volume
+    snap = node.csi.controller.CreateSnapshot(
+        pb.CreateSnapshotRequest(name=f"snap-{name}", source_volume_id=vol.volume_id)
+    ).snapshot
+    return vol.volume_id, snap.snapshot_id
+
+
+def drop_catalog(state: Path, how: str) -> None:
+    catalog = state / "catalog.sqlite"
+    for suffix in ("-wal", "-shm"):
+        Path(f"{catalog}{suffix}").unlink(missing_ok=True)
+    if how == "deleted":
+        catalog.unlink()
+    else:
+        catalog.write_bytes(b"")
+
+
+@pytest.mark.parametrize("how", ["deleted", "empty"])
+def test_a_lost_catalog_never_deletes_volumes(node: Node, how: str) -> None:
+    """A deleted or 0-byte catalog.sqlite used to open as a new, empty catalog, and start-up
+    reconciliation then deleted every image and snapshot as an orphan."""
+    vol_id, snap_id = volume_and_snapshot(node, f"lost-{how}")
+    state = node.driver.state_dir
+    before = files(state)
+    assert f"{vol_id}.img" in before and f"{snap_id}.img" in before
+    node.driver.stop()
+    drop_catalog(state, how)
+    line = refusal_line(refused_start(node))
+    assert "catalog.sqlite" in line and "is new or empty" in line and "Restore" in line, line
+    assert files(state) == before, "volume or snapshot files were removed"
+    # Still refused on the next try: the refusal is not a one-off that a restart clears.
+    refusal_line(refused_start(node))
+    assert files(state) == before
+
+
+def test_a_lost_wal_never_deletes_the_volumes_it_recorded(node: Node) -> None:
+    """kill -9, then the -wal file is lost (a file-level backup that skipped it): the last
+    committed transactions are gone from the catalog, and their volumes looked like orphans."""
+    old_vol, _ = volume_and_snapshot(node, "checkpointed")
+    node.driver.stop()  # a clean stop checkpoints the WAL into catalog.sqlite
+    node.driver.start()
+    new_vol = node.csi.controller.CreateVolume(create("only-in-wal", mount_cap("ext4"))).volume
+    state = node.driver.state_dir
+    node.driver.stop(signal.SIGKILL)
+    wal = state / "catalog.sqlite-wal"
+    assert wal.stat().st_size > 0, "the test needs the last create to live in the WAL only"
+    wal.unlink()
+    (state / "catalog.sqlite-shm").unlink(missing_ok=True)
+    before = files(state)
+    line = refusal_line(refused_start(node))
+    assert f"{new_vol.volume_id}.img" in line and "does not list 1" in line, line
+    assert files(state) == before, "volume or snapshot files were removed"
+    assert f"{old_vol}.img" in before and f"{new_vol.volume_id}.img" in before
+
+
+def test_a_catalog_from_another_state_dir_is_refused(node_factory: NodeFactory) -> None:
+    first, second = node_factory(), node_factory()
+    volume_and_snapshot(first, "a")
+    volume_and_snapshot(second, "b")
+    first.driver.stop()
+    second.driver.stop()
+    before = files(second.driver.state_dir)
+    catalog = second.driver.state_dir / "catalog.sqlite"
+    catalog.write_bytes((first.driver.state_dir / "catalog.sqlite").read_bytes())
+    line = refusal_line(refused_start(second))
+    assert "another node's or an older copy" in line, line
+    assert files(second.driver.state_dir) == before
