@@ -51,6 +51,8 @@ class Driver:
     socket_path: Path | None
     metrics: Metrics
     metrics_server: ThreadingHTTPServer | None = None
+    #: The state directory's lock (statedir.lock), held until stop() has finished.
+    lock_fd: int | None = None
 
     def stop(self, grace: float | None = None) -> None:
         """Stop accepting calls, let in-flight calls finish within grace seconds, clean up."""
@@ -60,6 +62,9 @@ class Driver:
         self.catalog.close()
         if self.socket_path is not None:
             remove_socket(self.socket_path)
+        if self.lock_fd is not None:
+            os.close(self.lock_fd)
+            self.lock_fd = None
         log.info("stopped")
 
 
@@ -89,6 +94,15 @@ def remove_socket(path: Path) -> None:
 def build(config: DriverConfig, mounter: Mounter | None = None) -> Driver:
     """Open the state, reconcile it with the node, and start serving; return the running driver."""
     config.state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+    lock_fd = statedir.lock(config.state_dir)
+    try:
+        return _build(config, lock_fd, mounter)
+    except BaseException:
+        os.close(lock_fd)
+        raise
+
+
+def _build(config: DriverConfig, lock_fd: int, mounter: Mounter | None) -> Driver:
     catalog = Catalog(config.catalog_path)
     try:
         statedir.check(catalog, config.state_dir)
@@ -139,4 +153,4 @@ def build(config: DriverConfig, mounter: Mounter | None = None) -> Driver:
         config.node_id,
         config.state_dir,
     )
-    return Driver(config, catalog, server, address, socket_path, metrics, metrics_server)
+    return Driver(config, catalog, server, address, socket_path, metrics, metrics_server, lock_fd)

@@ -19,6 +19,8 @@ when it is *proven* to be:
 from __future__ import annotations
 
 import contextlib
+import fcntl
+import logging
 import os
 import uuid
 from collections.abc import Iterator
@@ -30,6 +32,9 @@ from .state import Catalog
 
 IDENTITY_FILE = "catalog.id"
 INTENTS_DIR = "intents"
+LOCK_FILE = "driver.lock"
+
+log = logging.getLogger(__name__)
 
 
 class StateDirError(Exception):
@@ -55,6 +60,43 @@ def _write_durably(path: Path, text: str) -> None:
         os.close(fd)
     os.rename(tmp, path)
     _fsync_dir(path.parent)
+
+
+# one driver per state directory
+
+
+def lock(state_dir: Path) -> int:
+    """Take the state directory's exclusive lock for the life of the process; return its fd.
+
+    Two drivers on one directory would each reconcile the other's work in flight (delete
+    images not yet recorded, detach loop devices, mount one image twice). A second process
+    waits here, serving nothing (its socket does not exist yet), until the first exits: a
+    DaemonSet update then works with maxUnavailable (one pod at a time) and with maxSurge (the
+    new pod waits for the old one). The kernel drops the lock when the process dies, kill -9
+    included.
+    """
+    fd = os.open(
+        state_dir / LOCK_FILE, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600
+    )
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 64, 0).decode(errors="replace").strip() or "unknown"
+            log.warning(
+                "another driver process (pid %s, in its own PID namespace) serves %s; "
+                "waiting for it to exit before serving",
+                holder,
+                state_dir,
+            )
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            log.info("the other driver exited; %s is this process's now", state_dir)
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
 
 
 # intents

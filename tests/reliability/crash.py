@@ -76,6 +76,7 @@ STATE_TOP_LEVEL = frozenset(
         "ephemeral",
         "catalog.id",
         "intents",
+        "driver.lock",
     }
 )
 

@@ -8,12 +8,16 @@ free space) and checks that no volume is lost and the driver says what happened 
 from __future__ import annotations
 
 import signal
+import threading
+import time
 from pathlib import Path
 
 import pytest
 
 from csi_hostpath_selinux._proto import csi_pb2 as pb
 from tests.reliability.conftest import Node, NodeFactory
+from tests.reliability.crash import mount_count
+from tests.support.driver import DriverProcess, clients
 from tests.support.requests import create, mount_cap
 
 pytestmark = pytest.mark.integration
@@ -112,3 +116,62 @@ def test_a_catalog_from_another_state_dir_is_refused(node_factory: NodeFactory) 
     line = refusal_line(refused_start(second))
     assert "another node's or an older copy" in line, line
     assert files(second.driver.state_dir) == before
+
+
+def test_a_second_driver_on_the_same_state_dir_waits_and_touches_nothing(
+    node: Node, tmp_path: Path
+) -> None:
+    """Two drivers on one --state-dir (a DaemonSet update with maxSurge) used to both serve, and
+    the second one's start-up reconciliation acted on the first one's work in flight."""
+    cap = mount_cap("ext4")
+    vol = node.csi.controller.CreateVolume(create("first", cap)).volume
+    staging = node.staging("first")
+    node.csi.node.NodeStageVolume(
+        pb.NodeStageVolumeRequest(
+            volume_id=vol.volume_id, staging_target_path=staging, volume_capability=cap
+        )
+    )
+    second = DriverProcess(
+        tmp_path / "second",
+        extra_args=("--state-dir", str(node.driver.state_dir), "--kubelet-dir", str(node.kubelet)),
+    )
+    started: list[BaseException | None] = []
+
+    def start_second() -> None:
+        try:
+            second.start(timeout=120)
+            started.append(None)
+        except BaseException as exc:  # reported by the main thread
+            started.append(exc)
+
+    thread = threading.Thread(target=start_second, daemon=True)
+    thread.start()
+    try:
+        deadline = time.monotonic() + 30
+        while "waiting for it to exit" not in second.log() and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert "waiting for it to exit" in second.log(), second.log()
+        # While it waits, the first driver keeps working, and the second serves nothing.
+        for i in range(3):
+            extra = node.csi.controller.CreateVolume(create(f"while-waiting-{i}", cap)).volume
+            node.csi.controller.DeleteVolume(pb.DeleteVolumeRequest(volume_id=extra.volume_id))
+        assert not second.socket.exists(), "the second driver serves beside the first"
+        assert "reconciliation" not in second.log(), (
+            "the second driver reconciled the first's state"
+        )
+        assert started == []
+        assert node.driver.stop() == 0
+        thread.join(60)
+        assert started == [None], f"the second driver did not take over: {started}"
+        # It took over the first's volume as it was: still staged, nothing rolled back.
+        csi = clients(second.channel())
+        vols = csi.controller.ListVolumes(pb.ListVolumesRequest()).entries
+        assert [e.volume.volume_id for e in vols] == [vol.volume_id]
+        assert mount_count(str(Path(staging).resolve())) == 1
+        csi.node.NodeUnstageVolume(
+            pb.NodeUnstageVolumeRequest(volume_id=vol.volume_id, staging_target_path=staging)
+        )
+        csi.controller.DeleteVolume(pb.DeleteVolumeRequest(volume_id=vol.volume_id))
+    finally:
+        second.stop()
+        thread.join(5)
