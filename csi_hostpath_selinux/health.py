@@ -18,6 +18,7 @@ from .config import DriverConfig
 from .models import AccessType, HealthIssue, HealthStatus, Staging, StagingState, Volume
 from .mounts import MountEntry, find_mount, read_mountinfo
 from .state import Catalog
+from .statedir import RESERVE_BYTES, Reserve
 
 #: Below this share of free space in the state directory, storage health is DEGRADED.
 LOW_SPACE_RATIO = 0.05
@@ -30,11 +31,13 @@ class HealthChecker:
         catalog: Catalog,
         backends: Mapping[str, Backend],
         sysfs: str = "/sys",
+        reserve: Reserve | None = None,
     ) -> None:
         self.config = config
         self.catalog = catalog
         self.backends = backends
         self.sysfs = Path(sysfs)
+        self.reserve = reserve
 
     def controller(self, vol: Volume) -> list[HealthIssue]:
         return self.backends[vol.kind].health(vol)
@@ -132,7 +135,19 @@ class HealthChecker:
             )
             return issues
         st = os.statvfs(state_dir)
-        if st.f_blocks and st.f_bavail / st.f_blocks < LOW_SPACE_RATIO:
+        if self.reserve is not None and not self.reserve.ensure():
+            issues.append(
+                HealthIssue(
+                    HealthStatus.STORAGE_DEGRADED,
+                    "StateDirFull",
+                    f"the state directory {state_dir} ran out of space "
+                    f"({st.f_bavail * st.f_frsize // (1024 * 1024)} MiB free): the driver "
+                    f"released its {RESERVE_BYTES // (1024 * 1024)} MiB reserve so unstaging "
+                    "and deleting keep working, and refuses new volumes and snapshots until "
+                    "space is freed; pods writing to image volumes may get I/O errors",
+                )
+            )
+        elif st.f_blocks and st.f_bavail / st.f_blocks < LOW_SPACE_RATIO:
             free = st.f_bavail * st.f_frsize
             issues.append(
                 HealthIssue(

@@ -52,7 +52,7 @@ from .selinux import (
     same_label,
     verify_mounted_label,
 )
-from .state import Catalog
+from .state import Catalog, tolerate_full_disk
 from .volumes import find_volume
 
 log = logging.getLogger(__name__)
@@ -346,8 +346,18 @@ class NodeVolumes:
                 alive = not self.gone(st.staging_path)
             if alive:
                 return True
-        self.catalog.remove_staging(st.volume_id, st.staging_path)
+        with tolerate_full_disk(f"the stale staging of {st.volume_id} at {st.staging_path}"):
+            self.catalog.remove_staging(st.volume_id, st.staging_path)
         return False
+
+    def drop_stale_records(self, vol: Volume) -> None:
+        """Forget the volume's stagings and publications whose mounts are gone (the caller
+        holds the volume's lock, so none of them is in progress)."""
+        for pub in self.catalog.publications(vol.id):
+            if self.gone(pub.target_path):
+                self.forget_publication(vol, pub)
+        for st in self.catalog.stagings(vol.id):
+            self.staging_alive(vol, st)
 
     # unstage
 
@@ -379,7 +389,8 @@ class NodeVolumes:
                 raise unmount_failure(vol.id, staging_path, exc) from exc
             if self.mounted(staging_path):
                 raise Internal(f"volume {vol.id} is still mounted at {staging_path} after unmount")
-            self.catalog.remove_staging(vol.id, staging_path)
+            with tolerate_full_disk(f"the staging of {vol.id} at {staging_path}"):
+                self.catalog.remove_staging(vol.id, staging_path)
             log.info("unstaged volume %s from %s", vol.id, staging_path)
 
     # publish
@@ -482,7 +493,8 @@ class NodeVolumes:
     def forget_publication(self, vol: Volume, pub: Publication) -> None:
         if pub.device:
             self.backends[vol.kind].release_publish_device(vol, pub.device)
-        self.catalog.remove_publication(pub.volume_id, pub.target_path)
+        with tolerate_full_disk(f"the publication of {pub.volume_id} at {pub.target_path}"):
+            self.catalog.remove_publication(pub.volume_id, pub.target_path)
 
     def existing_bind(self, vol: Volume, st: Staging, target: str, device: str) -> bool:
         """True when target already carries this volume (a bind made before a driver restart);
@@ -645,7 +657,8 @@ class NodeVolumes:
             for pub in self.catalog.publications(volume_id):
                 if pub.target_path == target and pub.device and vol is not None:
                     self.backends[vol.kind].release_publish_device(vol, pub.device)
-            self.catalog.remove_publication(volume_id, target)
+            with tolerate_full_disk(f"the publication of {volume_id} at {target}"):
+                self.catalog.remove_publication(volume_id, target)
             log.info("unpublished volume %s from %s", volume_id, target)
 
 

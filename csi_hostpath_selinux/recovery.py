@@ -23,7 +23,7 @@ from .backends import Backend
 from .models import AccessType, StagingState, is_snapshot_id, is_volume_id
 from .mounting import NodeVolumes
 from .mounts import read_mountinfo
-from .state import Catalog
+from .state import Catalog, tolerate_full_disk
 
 log = logging.getLogger(__name__)
 
@@ -57,7 +57,8 @@ def reconcile(catalog: Catalog, backends: dict[str, Backend], node: NodeVolumes)
     for st in catalog.stagings():
         vol = catalog.volume(st.volume_id)
         if vol is None:
-            catalog.remove_staging(st.volume_id, st.staging_path)
+            with tolerate_full_disk(f"the stale staging of {st.volume_id}"):
+                catalog.remove_staging(st.volume_id, st.staging_path)
             report.stale_records.append(f"{st.volume_id}@{st.staging_path}")
             continue
         if st.state is StagingState.PENDING:
@@ -70,7 +71,8 @@ def reconcile(catalog: Catalog, backends: dict[str, Backend], node: NodeVolumes)
                     st.staging_path,
                 )
                 continue
-            catalog.remove_staging(st.volume_id, st.staging_path)
+            with tolerate_full_disk(f"the unfinished staging of {st.volume_id}"):
+                catalog.remove_staging(st.volume_id, st.staging_path)
             report.pending_stagings.append(f"{st.volume_id}@{st.staging_path}")
         elif not node.staging_alive(vol, st):
             report.stale_records.append(f"{st.volume_id}@{st.staging_path}")
@@ -87,7 +89,8 @@ def reconcile(catalog: Catalog, backends: dict[str, Backend], node: NodeVolumes)
             vol = catalog.volume(pub.volume_id)
             if pub.device and vol is not None:
                 backends[vol.kind].release_publish_device(vol, pub.device)
-            catalog.remove_publication(pub.volume_id, pub.target_path)
+            with tolerate_full_disk(f"the stale publication of {pub.volume_id}"):
+                catalog.remove_publication(pub.volume_id, pub.target_path)
             report.stale_records.append(f"{pub.volume_id}@{pub.target_path}")
     _detach_unused_loops(catalog, backends, report)
     log.info("start-up reconciliation: %s", report.summary())

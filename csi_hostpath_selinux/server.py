@@ -103,7 +103,9 @@ def build(config: DriverConfig, mounter: Mounter | None = None) -> Driver:
 
 
 def _build(config: DriverConfig, lock_fd: int, mounter: Mounter | None) -> Driver:
-    catalog = Catalog(config.catalog_path)
+    reserve = statedir.Reserve(config.state_dir)
+    reserve.start()
+    catalog = Catalog(config.catalog_path, before_write=reserve.before_write)
     try:
         statedir.check(catalog, config.state_dir)
     except BaseException:
@@ -114,11 +116,11 @@ def _build(config: DriverConfig, lock_fd: int, mounter: Mounter | None) -> Drive
     backends: dict[str, Backend] = {kind: cls(env) for kind, cls in BACKENDS.items()}
     locks = OperationLocks()
     metrics = Metrics()
-    volumes = VolumeManager(config, catalog, backends, locks)
     node = NodeVolumes(config, catalog, backends, mounter, locks, probe_support, metrics)
+    volumes = VolumeManager(config, catalog, backends, locks, node.drop_stale_records)
     snapshots = SnapshotManager(config, catalog, backends, locks)
     ephemeral = EphemeralVolumes(config, volumes, node)
-    health = HealthChecker(config, catalog, backends)
+    health = HealthChecker(config, catalog, backends, reserve=reserve)
     reconcile(catalog, backends, node)
 
     address, socket_path = parse_endpoint(config.endpoint)

@@ -7,9 +7,10 @@ one. Readers get frozen dataclass copies; nothing outside this module sees a cur
 from __future__ import annotations
 
 import json
+import logging
 import sqlite3
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -81,15 +82,41 @@ CREATE TABLE IF NOT EXISTS meta (
 """
 
 
+log = logging.getLogger(__name__)
+
+
 class CatalogError(Exception):
     """The catalog cannot be opened or is from an incompatible version."""
+
+
+def disk_full(exc: BaseException) -> bool:
+    """True when exc is sqlite's "database or disk is full"."""
+    return (
+        isinstance(exc, sqlite3.OperationalError)
+        and getattr(exc, "sqlite_errorcode", None) == sqlite3.SQLITE_FULL
+    )
+
+
+@contextmanager
+def tolerate_full_disk(what: str) -> Iterator[None]:
+    """Run a write that only drops a record whose mount is already gone; on a full disk, keep
+    the record and go on. A kept record is harmless: every reader re-checks a staging's or a
+    publication's mount before trusting it (and drops the record once it can)."""
+    try:
+        yield
+    except sqlite3.OperationalError as exc:
+        if not disk_full(exc):
+            raise
+        log.warning("the state directory is full: %s stays in the catalog for now", what)
 
 
 class Catalog:
     """Thread-safe access to the sqlite catalog in the state directory."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, before_write: Callable[[], None] | None = None) -> None:
         self.path = path
+        #: Called before every write transaction (statedir.Reserve frees space on a full disk).
+        self._before_write = before_write
         self._lock = threading.RLock()
         self._db = sqlite3.connect(str(path), check_same_thread=False, isolation_level=None)
         self._db.execute("PRAGMA journal_mode=WAL")
@@ -124,6 +151,8 @@ class Catalog:
         reconciliation drops them, and skipping the fsync halves a node cycle's latency.
         """
         with self._lock:
+            if self._before_write is not None:
+                self._before_write()
             if durable != self._durable:
                 self._db.execute(f"PRAGMA synchronous={'FULL' if durable else 'NORMAL'}")
                 self._durable = durable

@@ -9,7 +9,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -71,11 +71,15 @@ class VolumeManager:
         catalog: Catalog,
         backends: Mapping[str, Backend],
         locks: OperationLocks,
+        mounted_records: Callable[[Volume], None] | None = None,
     ) -> None:
         self.config = config
         self.catalog = catalog
         self.backends = backends
         self.locks = locks
+        #: Drops the volume's staging and publication records whose mounts are gone (the node
+        #: layer's check), so a record kept on a full disk does not block DeleteVolume forever.
+        self.mounted_records = mounted_records
         self._admission_lock = threading.Lock()
         self._admitting = 0
 
@@ -377,6 +381,8 @@ class VolumeManager:
             vol = self.catalog.volume(volume_id)
             if vol is None:
                 return
+            if self.mounted_records is not None:
+                self.mounted_records(vol)
             pubs = self.catalog.publications(volume_id)
             if pubs:
                 raise FailedPrecondition(

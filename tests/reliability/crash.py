@@ -77,6 +77,7 @@ STATE_TOP_LEVEL = frozenset(
         "catalog.id",
         "intents",
         "driver.lock",
+        "reserve",
     }
 )
 

@@ -7,9 +7,13 @@ free space) and checks that no volume is lost and the driver says what happened 
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import signal
+import subprocess
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -17,8 +21,15 @@ import pytest
 from csi_hostpath_selinux._proto import csi_pb2 as pb
 from tests.reliability.conftest import Node, NodeFactory
 from tests.reliability.crash import mount_count
-from tests.support.driver import DriverProcess, clients
-from tests.support.requests import create, mount_cap
+from tests.support.driver import (
+    Clients,
+    DriverProcess,
+    cleanup_under,
+    clients,
+    loop_devices_under,
+    running_driver,
+)
+from tests.support.requests import MIB, create, mount_cap
 
 pytestmark = pytest.mark.integration
 
@@ -175,3 +186,100 @@ def test_a_second_driver_on_the_same_state_dir_waits_and_touches_nothing(
     finally:
         second.stop()
         thread.join(5)
+
+
+def fill(directory: Path, name: str) -> int:
+    """Write into directory/name until the filesystem is full; return the bytes written."""
+    written = 0
+    chunk = b"\xa5" * (256 * 1024)
+    with open(directory / name, "ab", buffering=0) as f:
+        while True:
+            try:
+                written += f.write(chunk)
+            except OSError as exc:
+                if exc.errno != errno.ENOSPC:
+                    raise
+                break
+    with contextlib.suppress(OSError), open(directory / name, "ab", buffering=0) as f:
+        while f.write(b"\xa5" * 4096):
+            written += 4096
+    return written
+
+
+def storage_reasons(csi: Clients) -> set[str]:
+    health = csi.node.NodeGetStorageHealth(pb.NodeGetStorageHealthRequest())
+    return {h.reason for h in health.backend_health}
+
+
+@contextlib.contextmanager
+def tmpfs(path: Path, size: str, test_root: Path) -> Iterator[Path]:
+    """A tmpfs of size at path; at the end everything below test_root is unmounted and
+    detached (twice: the tmpfs stays busy until the loop devices on its files are gone)."""
+    path.mkdir(parents=True)
+    subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(path)], check=True)
+    try:
+        yield path
+    finally:
+        cleanup_under(test_root)
+        cleanup_under(test_root)
+
+
+def test_a_full_state_dir_keeps_unstage_working_and_the_driver_startable(
+    tmp_path: Path,
+) -> None:
+    """A full state directory used to wedge the node: unstage unmounted, then failed to drop
+    its record (INTERNAL "database or disk is full"), and the restart crashed in
+    reconciliation with an uncaught sqlite error."""
+    kubelet = tmp_path / "kubelet"
+    kubelet.mkdir()
+    root = tmp_path / "driver"
+    with (
+        tmpfs(root / "state", "64m", tmp_path) as state,
+        running_driver(root, extra_args=("--kubelet-dir", str(kubelet))) as driver,
+    ):
+        csi = clients(driver.channel())
+        assert (state / "reserve").stat().st_blocks * 512 >= 16 * MIB
+        cap = mount_cap("ext4")
+        vol = csi.controller.CreateVolume(create("full", cap, 16 * MIB)).volume
+        staging = kubelet / "plugins" / "full" / "globalmount"
+        target = kubelet / "pods" / "p" / "volumes" / "full" / "mount"
+        staging.parent.mkdir(parents=True)
+        target.parent.mkdir(parents=True)
+        csi.node.NodeStageVolume(
+            pb.NodeStageVolumeRequest(
+                volume_id=vol.volume_id, staging_target_path=str(staging), volume_capability=cap
+            )
+        )
+        csi.node.NodePublishVolume(
+            pb.NodePublishVolumeRequest(
+                volume_id=vol.volume_id,
+                staging_target_path=str(staging),
+                target_path=str(target),
+                volume_capability=cap,
+            )
+        )
+        assert "StateDirFull" not in storage_reasons(csi)
+        fill(state, "filler-1")  # something else filled the disk
+        csi.node.NodeUnpublishVolume(
+            pb.NodeUnpublishVolumeRequest(volume_id=vol.volume_id, target_path=str(target))
+        )
+        assert "StateDirFull" in storage_reasons(csi)
+        fill(state, "filler-2")  # and filled the reserve the driver gave back, too
+        csi.node.NodeUnstageVolume(
+            pb.NodeUnstageVolumeRequest(volume_id=vol.volume_id, staging_target_path=str(staging))
+        )
+        assert mount_count(str(staging.resolve())) == 0
+        assert loop_devices_under(str(state)) == []
+        # A restart on the full disk: it starts, answers Probe, and reports the full disk.
+        driver.stop(signal.SIGKILL)
+        driver.start()
+        assert csi.identity.Probe(pb.ProbeRequest()).ready.value
+        assert "StateDirFull" in storage_reasons(csi)
+        assert "Traceback" not in driver.log()
+        # Space freed: the reserve comes back, and deleting works.
+        (state / "filler-1").unlink()
+        (state / "filler-2").unlink()
+        assert "StateDirFull" not in storage_reasons(csi)
+        assert (state / "reserve").exists()
+        csi.controller.DeleteVolume(pb.DeleteVolumeRequest(volume_id=vol.volume_id))
+        assert not (state / "volumes" / f"{vol.volume_id}.img").exists()
