@@ -84,9 +84,18 @@ def parser() -> argparse.ArgumentParser:
         "--capacity",
         type=size,
         default=0,
-        help="total capacity this node provisions: GetCapacity reports this minus the volumes "
-        "already created, and never more than the state directory's free space; 0 means the "
+        help="total capacity this node provisions: CreateVolume refuses a volume that would "
+        "take the volumes' sizes together beyond it (RESOURCE_EXHAUSTED), and GetCapacity "
+        "reports what is left, never more than the state directory's free space; 0 means the "
         "free space alone (default: 0)",
+    )
+    p.add_argument(
+        "--preallocate",
+        action="store_true",
+        help="allocate every image volume's full size on disk when it is created (and grown), "
+        "so the state directory can never be overcommitted and a pod never gets an I/O error "
+        "because the node's disk is full; without it images are sparse and the volumes' sizes "
+        "together may exceed the free space (default: off)",
     )
     p.add_argument(
         "--workers", type=int, default=16, help="gRPC worker threads (default: %(default)s)"
@@ -138,6 +147,7 @@ def config_from(args: argparse.Namespace) -> DriverConfig:
         max_volume_bytes=args.max_volume_size,
         default_volume_bytes=args.default_volume_size,
         max_capacity_bytes=args.capacity,
+        preallocate=args.preallocate,
         workers=args.workers,
         grace_seconds=args.grace_period,
         metrics_address=args.metrics_address,

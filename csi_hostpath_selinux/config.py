@@ -23,6 +23,8 @@ class DriverConfig:
     default_volume_bytes: int = GIB
     #: GetCapacity never reports more than this (0: only the free space limits it).
     max_capacity_bytes: int = 0
+    #: Allocate image volumes in full at create (no overcommit of the state directory's disk).
+    preallocate: bool = False
     workers: int = 16
     grace_seconds: float = 20.0
     metrics_address: str = ""

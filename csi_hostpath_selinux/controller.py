@@ -16,6 +16,7 @@ from .models import Snapshot
 from .selinux import parse_mount_flags
 from .snapshots import SnapshotManager
 from .state import Catalog
+from .statedir import LOW_SPACE_BYTES
 from .volumes import CapacityRange, VolumeManager
 
 _RPC = pb.ControllerServiceCapability.RPC
@@ -171,7 +172,8 @@ class ControllerService(rpc.ControllerServicer):
         for cap in request.volume_capabilities:
             convert.capability(cap, "volume_capabilities")
         st = os.statvfs(self.config.state_dir)
-        free = st.f_bavail * st.f_frsize
+        # What CreateVolume accepts: the free space less the catalog's headroom.
+        free = max(0, st.f_bavail * st.f_frsize - LOW_SPACE_BYTES)
         if self.config.max_capacity_bytes:
             # --capacity caps what the node provisions in total (images are sparse, so the free
             # space alone would promise more than the disk can hold once volumes fill up).

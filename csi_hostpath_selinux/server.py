@@ -112,7 +112,7 @@ def _build(config: DriverConfig, lock_fd: int, mounter: Mounter | None) -> Drive
         catalog.close()
         raise
     mounter = mounter or LinuxMounter()
-    env = BackendEnv(config.state_dir, mounter)
+    env = BackendEnv(config.state_dir, mounter, config.preallocate)
     backends: dict[str, Backend] = {kind: cls(env) for kind, cls in BACKENDS.items()}
     locks = OperationLocks()
     metrics = Metrics()

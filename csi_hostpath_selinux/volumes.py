@@ -7,6 +7,7 @@ status codes.
 from __future__ import annotations
 
 import logging
+import os
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -82,6 +83,7 @@ class VolumeManager:
         self.mounted_records = mounted_records
         self._admission_lock = threading.Lock()
         self._admitting = 0
+        self._admitting_bytes = 0
 
     # lookups
 
@@ -147,7 +149,7 @@ class VolumeManager:
                     existing, kind, stored, access_type, fs_type, capacity, source
                 )
                 return existing
-            with self.admission():
+            with self.admission(size, backend):
                 return self.create_new(
                     name,
                     kind,
@@ -162,21 +164,46 @@ class VolumeManager:
                 )
 
     @contextmanager
-    def admission(self) -> Iterator[None]:
-        """Hold one of --max-volumes-per-node's places from the count check to the catalog
-        insert, so concurrent creates of different names cannot overshoot the limit."""
+    def admission(self, size: int, backend: Backend) -> Iterator[None]:
+        """Hold one of --max-volumes-per-node's places and size bytes of --capacity from the
+        checks to the catalog insert, so concurrent creates cannot overshoot either limit."""
         with self._admission_lock:
             if self.catalog.volume_count() + self._admitting >= self.config.max_volumes_per_node:
                 raise ResourceExhausted(
                     f"node {self.config.node_id} already has {self.config.max_volumes_per_node} "
                     "volumes, the most this driver is configured for (--max-volumes-per-node)"
                 )
+            cap = self.config.max_capacity_bytes
+            if cap:
+                used = self.catalog.provisioned_bytes() + self._admitting_bytes
+                if used + size > cap:
+                    raise ResourceExhausted(
+                        f"node {self.config.node_id} has {max(0, cap - used)} of its {cap} bytes "
+                        f"of capacity (--capacity) left; this volume needs {size} bytes"
+                    )
+            if backend.stored_in_state_dir:
+                self.check_free_space(size)
             self._admitting += 1
+            self._admitting_bytes += size
         try:
             yield
         finally:
             with self._admission_lock:
                 self._admitting -= 1
+                self._admitting_bytes -= size
+
+    def check_free_space(self, size: int) -> None:
+        """Refuse a volume bigger than the state directory's free space (less the catalog's
+        headroom): it could never be filled. With --preallocate the allocation itself then
+        guarantees the rest; without it, sparse volumes together may still exceed the disk."""
+        self.config.state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        st = os.statvfs(self.config.state_dir)
+        free = st.f_bavail * st.f_frsize - statedir.LOW_SPACE_BYTES
+        if size > free:
+            raise ResourceExhausted(
+                f"node {self.config.node_id} has {max(0, free)} bytes free in its state "
+                f"directory {self.config.state_dir}; this volume needs {size} bytes"
+            )
 
     def create_new(
         self,

@@ -26,6 +26,8 @@ class BackendEnv:
 
     state_dir: Path
     mounter: Mounter
+    #: Allocate image files in full (--preallocate) instead of leaving them sparse.
+    preallocate: bool = False
 
     @property
     def volumes_dir(self) -> Path:
@@ -73,6 +75,8 @@ class Backend(abc.ABC):
     mount_group_option: ClassVar[bool] = False
     #: Why a label is impossible, for the error a pod author reads.
     no_label_reason: ClassVar[str] = ""
+    #: The volume's data lives in the state directory (so its size must fit in its free space).
+    stored_in_state_dir: ClassVar[bool] = True
 
     def __init__(self, env: BackendEnv) -> None:
         self.env = env

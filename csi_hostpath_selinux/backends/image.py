@@ -63,12 +63,16 @@ class ImageBackend(Backend):
                 with open(path, "r+b") as f:
                     if os.fstat(f.fileno()).st_size < volume.capacity_bytes:
                         os.ftruncate(f.fileno(), volume.capacity_bytes)
+                    if self.env.preallocate:
+                        os.posix_fallocate(f.fileno(), 0, volume.capacity_bytes)
             else:
                 fd = os.open(
                     path, os.O_CREAT | os.O_EXCL | os.O_WRONLY | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600
                 )
                 try:
                     os.ftruncate(fd, volume.capacity_bytes)
+                    if self.env.preallocate:
+                        os.posix_fallocate(fd, 0, volume.capacity_bytes)
                 finally:
                     os.close(fd)
                 if volume.access_type is AccessType.MOUNT:
@@ -162,6 +166,15 @@ class ImageBackend(Backend):
         try:
             if os.fstat(fd).st_size < new_bytes:
                 os.ftruncate(fd, new_bytes)
+            if self.env.preallocate:
+                os.posix_fallocate(fd, 0, new_bytes)
+        except OSError as exc:
+            if exc.errno == errno.ENOSPC:
+                raise ResourceExhausted(
+                    f"no space left in {self.env.volumes_dir} to grow volume {volume.id} to "
+                    f"{new_bytes} bytes"
+                ) from exc
+            raise
         finally:
             os.close(fd)
         return True

@@ -58,6 +58,7 @@ def check_mount_options(text: str) -> list[str]:
 
 class NetworkBackend(Backend, abc.ABC):
     uses_mount_helper: ClassVar[bool] = True
+    stored_in_state_dir: ClassVar[bool] = False
     mount_type: ClassVar[str]
 
     def known_parameters(self) -> set[str]:

@@ -9,13 +9,15 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import os
 import signal
 import subprocess
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
+import grpc
 import pytest
 
 from csi_hostpath_selinux._proto import csi_pb2 as pb
@@ -283,3 +285,102 @@ def test_a_full_state_dir_keeps_unstage_working_and_the_driver_startable(
         assert (state / "reserve").exists()
         csi.controller.DeleteVolume(pb.DeleteVolumeRequest(volume_id=vol.volume_id))
         assert not (state / "volumes" / f"{vol.volume_id}.img").exists()
+
+
+def code_of(call: Callable[[], object]) -> grpc.StatusCode:
+    try:
+        call()
+    except grpc.RpcError as exc:
+        return exc.code()
+    return grpc.StatusCode.OK
+
+
+def test_capacity_is_enforced_at_create_also_under_concurrent_creates(
+    node_factory: NodeFactory,
+) -> None:
+    """--capacity was reported by GetCapacity but not enforced: five 64 MiB volumes were created
+    under --capacity 100Mi."""
+    node = node_factory("--capacity", "100Mi")
+    cap = mount_cap("ext4")
+    codes: list[grpc.StatusCode] = []
+    threads = [
+        threading.Thread(
+            target=lambda i=i: codes.append(
+                code_of(lambda: node.csi.controller.CreateVolume(create(f"cap-{i}", cap)))
+            )
+        )
+        for i in range(5)
+    ]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert sorted(c.name for c in codes) == ["OK"] + ["RESOURCE_EXHAUSTED"] * 4, codes
+    with pytest.raises(grpc.RpcError) as err:
+        node.csi.controller.CreateVolume(create("cap-more", cap))
+    assert err.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+    assert "--capacity" in (err.value.details() or "")
+    vols = node.csi.controller.ListVolumes(pb.ListVolumesRequest()).entries
+    assert len(vols) == 1
+    node.csi.controller.DeleteVolume(pb.DeleteVolumeRequest(volume_id=vols[0].volume.volume_id))
+    node.csi.controller.CreateVolume(create("cap-after-delete", cap))
+
+
+@pytest.mark.parametrize("preallocate", [False, True])
+def test_volumes_never_overcommit_a_small_state_dir(tmp_path: Path, preallocate: bool) -> None:
+    """Twelve 256 MiB volumes were created on a 24 MiB state directory, and pods then got I/O
+    errors. A volume larger than the free space is refused; with --preallocate the volumes
+    together never exceed the disk, and a pod can fill its whole volume without an I/O error."""
+    kubelet = tmp_path / "kubelet"
+    kubelet.mkdir()
+    root = tmp_path / "driver"
+    extra = ("--kubelet-dir", str(kubelet), *(["--preallocate"] if preallocate else []))
+    with (
+        tmpfs(root / "state", "96m", tmp_path) as state,
+        running_driver(root, extra_args=extra) as driver,
+    ):
+        csi = clients(driver.channel())
+        cap = mount_cap("ext4")
+        with pytest.raises(grpc.RpcError) as err:
+            csi.controller.CreateVolume(create("too-big", cap, 256 * MIB))
+        assert err.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+        assert "free in its state directory" in (err.value.details() or "")
+        if not preallocate:
+            return
+        made = []
+        for i in range(6):
+            code = code_of(
+                lambda i=i: made.append(
+                    csi.controller.CreateVolume(create(f"fill-{i}", cap, 24 * MIB)).volume
+                )
+            )
+            if code != grpc.StatusCode.OK:
+                assert code == grpc.StatusCode.RESOURCE_EXHAUSTED, code
+                break
+        assert 1 <= len(made) < 6, "the disk was overcommitted"
+        assert {p.name for p in (state / "volumes").iterdir()} == {
+            f"{v.volume_id}.img" for v in made
+        }, "a refused create left storage behind"
+        # Every volume's pod fills its filesystem: ENOSPC from the filesystem, never EIO.
+        for i, vol in enumerate(made):
+            staging = kubelet / "plugins" / f"s{i}" / "globalmount"
+            staging.parent.mkdir(parents=True)
+            csi.node.NodeStageVolume(
+                pb.NodeStageVolumeRequest(
+                    volume_id=vol.volume_id,
+                    staging_target_path=str(staging),
+                    volume_capability=cap,
+                )
+            )
+            written = fill(staging, "data")
+            fd = os.open(staging / "data", os.O_RDONLY)
+            try:
+                os.fsync(fd)  # raises EIO if a write could not reach the image
+            finally:
+                os.close(fd)
+            assert written > 16 * MIB
+            csi.node.NodeUnstageVolume(
+                pb.NodeUnstageVolumeRequest(
+                    volume_id=vol.volume_id, staging_target_path=str(staging)
+                )
+            )
