@@ -177,8 +177,11 @@ class GroupSnapshots:
             with contextlib.ExitStack() as frozen:
                 for m in members:
                     if m.freeze_at is not None:
+                        root = frozen.enter_context(self.snapshots.mount_root(m.volume))
+                        if root is None:
+                            continue  # unmounted since: quiescent
                         try:
-                            frozen.enter_context(freeze.frozen(m.freeze_at))
+                            frozen.enter_context(freeze.frozen(root))
                         except OSError as exc:
                             raise Internal(
                                 f"freezing the filesystem of volume {m.volume.id} at "

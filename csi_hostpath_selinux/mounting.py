@@ -114,10 +114,9 @@ class NodeVolumes:
 
     def trusted(self, path: str) -> str | None:
         """The operator-configured directory path lies in (its own symlinks are trusted)."""
-        ephemeral = str(self.config.state_dir / "ephemeral")
-        if paths.is_below(path, ephemeral):
-            return ephemeral
-        return self.config.kubelet_dir
+        return paths.trusted_prefix(
+            path, self.config.kubelet_dir, str(self.config.state_dir / "ephemeral")
+        )
 
     def real_path(self, path: str) -> str | None:
         """The kernel's name for path (what mountinfo shows), or None when it does not exist."""
@@ -307,12 +306,25 @@ class NodeVolumes:
             self.apply_mount_group(vol, backend, staging_path, args.capability)
         except LabelVerificationError:
             self.metrics.verification_failure()
-            backend.unstage(vol, staging_path, device)
+            self.backend_unstage(vol, backend, staging_path, device)
             raise
         except BaseException:
-            backend.unstage(vol, staging_path, device)
+            self.backend_unstage(vol, backend, staging_path, device)
             raise
         return device
+
+    def backend_unstage(
+        self, vol: Volume, backend: Backend, staging_path: str, device: str
+    ) -> None:
+        """The backend's unstage, given the staging path as a name its unmount cannot be
+        redirected through (paths.unmount_name), never as the path string."""
+        with paths.unmount_name(staging_path, self.trusted(staging_path)) as name:
+            backend.unstage(vol, name, device)
+
+    def unmount(self, path: str) -> None:
+        """Unmount the topmost mount at path, through its held parent (paths.unmount_name)."""
+        with paths.unmount_name(path, self.trusted(path)) as name:
+            self.mounter.unmount(name)
 
     def apply_mount_group(self, vol: Volume, backend: Backend, path: str, cap: Capability) -> None:
         """Give the volume the pod's fsGroup where the kind has no mount option for it."""
@@ -384,7 +396,7 @@ class NodeVolumes:
                 self.forget_publication(vol, p)
             device = records[0].device
             try:
-                backend.unstage(vol, staging_path, device)
+                self.backend_unstage(vol, backend, staging_path, device)
             except MountError as exc:
                 raise unmount_failure(vol.id, staging_path, exc) from exc
             if self.mounted(staging_path):
@@ -559,7 +571,7 @@ class NodeVolumes:
                 label = f"an unreadable label ({exc.strerror})"
             if not same_label(label, st.label):
                 self.metrics.verification_failure()
-                self.mounter.unmount(target)
+                self.unmount(target)
                 raise LabelVerificationError(
                     f"volume {vol.id} is mounted with SELinux context {st.label}, but its bind "
                     f"mount at {target} reads {label or 'no label'}"
@@ -644,7 +656,7 @@ class NodeVolumes:
                 if real is None or find_mount(real, read_mountinfo()) is None:
                     break
                 try:
-                    self.mounter.unmount(target)
+                    self.unmount(target)
                 except MountError as exc:
                     raise unmount_failure(volume_id, target, exc) from exc
             else:

@@ -102,6 +102,7 @@ _STATVFS_FLAGS: tuple[tuple[int, int], ...] = (
 )
 
 _ESCAPE = re.compile(r"\\([0-7]{3})")
+_PROC_FD_LINK = re.compile(r"/proc/self/fd/[0-9]+")
 
 
 class MountError(Exception):
@@ -462,9 +463,11 @@ class LinuxMounter:
     def unmount(self, target: str) -> None:
         """umount2 without MNT_DETACH (never lazy); a target that is not mounted is fine.
 
-        Symlinks are not followed, except a /proc/self/fd/N name, which is the descriptor itself.
+        The last component is never followed if it is a symlink, except a bare /proc/self/fd/N
+        name, which is the descriptor itself. /proc/self/fd/P/name (paths.unmount_name) reaches
+        name inside the held directory P.
         """
-        flags = 0 if _proc_fd_path(target) else syscalls.UMOUNT_NOFOLLOW
+        flags = 0 if _PROC_FD_LINK.fullmatch(target) else syscalls.UMOUNT_NOFOLLOW
         try:
             syscalls.umount2(target, flags)
         except OSError as exc:
@@ -530,8 +533,13 @@ class FakeMounter:
         flags = _bind_flags(read_only, extra_flags)
         below = self.mount_at(source)
         fs_type = below.fs_type if below else "none"
+        # A bind shares the source mount's superblock (its options) and lands on the directory
+        # a /proc/self/fd/N target holds.
+        options = (*below.options, *extra_flags) if below else tuple(extra_flags)
+        if _proc_fd_path(target):
+            target = os.path.realpath(target)
         self.mounts.append(
-            FakeMount(source, target, fs_type, tuple(extra_flags), "bind", bool(flags & MS_RDONLY))
+            FakeMount(source, target, fs_type, options, "bind", bool(flags & MS_RDONLY))
         )
 
     def mount_helper(
@@ -547,6 +555,8 @@ class FakeMounter:
 
     def unmount(self, target: str) -> None:
         self._record("unmount", target)
+        if _proc_fd_path(target):  # a name through a held descriptor: the directory it reaches
+            target = os.path.realpath(target)
         found = self.mount_at(target)
         if found is not None:
             self.mounts.remove(found)

@@ -2,9 +2,15 @@
 
 Paths from requests (staging and target paths) must be absolute and normalized, and, when the
 driver knows kubelet's directory, lie below it. They are opened component by component with
-O_NOFOLLOW, so a symlink planted anywhere in the path is refused instead of followed; mounts are
-made onto the opened descriptor (/proc/self/fd/N), so the path cannot be swapped between the check
-and the mount.
+O_NOFOLLOW, so a symlink planted anywhere in the path is refused instead of followed.
+
+Every action then goes through a descriptor, never through the path string again, so a parent
+swapped for a symlink between the check and the action cannot redirect it:
+- mounts are made onto the opened directory (`opened`: /proc/self/fd/N);
+- unmounts name the mount through its opened parent (`unmount_name`: /proc/self/fd/P/name, with
+  UMOUNT_NOFOLLOW), because a descriptor of the mount itself would keep it busy;
+- FIFREEZE/FITHAW go only to a descriptor proven to be the root of the volume's own mount
+  (`open_mount_root`: same device as the catalog's loop device, and the root of its mount).
 """
 
 from __future__ import annotations
@@ -15,9 +21,12 @@ import stat
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-from .errors import InvalidArgument, NotFound
+from .errors import FailedPrecondition, InvalidArgument, NotFound
+from .mounts import read_mountinfo
 
 MAX_PATH = 4096
+#: What unmount_name yields for a path whose parent is gone: umount2 answers ENOENT for it.
+NOWHERE = "/proc/self/fd/-1/gone"
 
 
 def validate(path: str, field: str, kubelet_dir: str | None = None) -> str:
@@ -88,6 +97,82 @@ def opened(path: str, trusted_prefix: str | None = None) -> Iterator[str]:
         yield f"/proc/self/fd/{fd}"
     finally:
         os.close(fd)
+
+
+def trusted_prefix(path: str, kubelet_dir: str | None, ephemeral_dir: str) -> str | None:
+    """The operator-configured directory path lies in (its own symlinks are trusted)."""
+    if is_below(path, ephemeral_dir):
+        return ephemeral_dir
+    return kubelet_dir
+
+
+@contextmanager
+def unmount_name(path: str, trusted_prefix: str | None = None) -> Iterator[str]:
+    """Yield /proc/self/fd/P/name for path: its parent held open (walked without symlinks), so
+    an unmount of that name with UMOUNT_NOFOLLOW reaches the mount at this very directory entry
+    whatever happens to the path's parents meanwhile. A path whose parent is gone yields a name
+    that does not resolve (nothing to unmount)."""
+    parent, name = os.path.split(path)
+    try:
+        pfd = open_path(parent, trusted_prefix)
+    except (FileNotFoundError, NotADirectoryError):
+        yield NOWHERE
+        return
+    try:
+        yield f"/proc/self/fd/{pfd}/{name}"
+    finally:
+        os.close(pfd)
+
+
+def mount_id(fd: int) -> int:
+    """The id of the mount fd's file lives on (as mountinfo numbers them)."""
+    with open(f"/proc/self/fdinfo/{fd}", encoding="ascii") as f:
+        for line in f:
+            if line.startswith("mnt_id:"):
+                return int(line.split()[1])
+    raise OSError(errno.ENOTSUP, "the kernel's fdinfo has no mnt_id")
+
+
+def open_mount_root(path: str, trusted_prefix: str | None, device: str) -> int | None:
+    """A read-only directory descriptor of path, proven to be the root of device's mount.
+
+    None when device is mounted nowhere (the volume is quiescent). FailedPrecondition when device
+    is mounted but path (walked without symlinks) does not lead to the root of that mount: a
+    freeze through it could stop another filesystem, the host's root included.
+    """
+    rdev = os.stat(device).st_rdev
+    dev = (os.major(rdev), os.minor(rdev))
+    table = read_mountinfo()
+    if not any((e.major, e.minor) == dev for e in table):
+        return None
+    try:
+        pfd = open_path(path, trusted_prefix)
+    except (FileNotFoundError, NotADirectoryError, InvalidArgument):
+        pfd = -1  # gone, or reachable only through a symlink: not provably the root
+    dfd = -1
+    if pfd >= 0:
+        try:
+            if stat.S_ISDIR(os.fstat(pfd).st_mode):
+                dfd = os.open(f"/proc/self/fd/{pfd}", os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        finally:
+            os.close(pfd)
+    if dfd >= 0:
+        ident = mount_id(dfd)
+        entry = next((e for e in read_mountinfo() if e.mount_id == ident), None)
+        if (
+            os.fstat(dfd).st_dev == rdev
+            and entry is not None
+            and (entry.major, entry.minor) == dev
+            and entry.root == "/"
+            and os.readlink(f"/proc/self/fd/{dfd}") == entry.mount_point
+        ):
+            return dfd
+        os.close(dfd)
+    raise FailedPrecondition(
+        f"{path} is not the root of the mount of {device} (the volume's filesystem is mounted, "
+        "but not reachable there without following a symbolic link): refusing to freeze "
+        "whatever is there instead"
+    )
 
 
 @contextmanager

@@ -18,11 +18,12 @@ import os
 import shutil
 from dataclasses import dataclass, field
 
-from . import freeze, loopdev, statedir
+from . import freeze, loopdev, paths, statedir
 from .backends import Backend
-from .models import AccessType, StagingState, is_snapshot_id, is_volume_id
+from .errors import DriverError
+from .models import AccessType, Staging, StagingState, is_snapshot_id, is_volume_id
 from .mounting import NodeVolumes
-from .mounts import read_mountinfo
+from .mounts import find_mount, read_mountinfo
 from .state import Catalog, tolerate_full_disk
 
 log = logging.getLogger(__name__)
@@ -63,7 +64,7 @@ def reconcile(catalog: Catalog, backends: dict[str, Backend], node: NodeVolumes)
             continue
         if st.state is StagingState.PENDING:
             try:
-                backends[vol.kind].unstage(vol, st.staging_path, st.device)
+                node.backend_unstage(vol, backends[vol.kind], st.staging_path, st.device)
             except Exception:
                 log.exception(
                     "rolling back the unfinished staging of %s at %s failed",
@@ -79,11 +80,7 @@ def reconcile(catalog: Catalog, backends: dict[str, Backend], node: NodeVolumes)
         elif vol.access_type is AccessType.MOUNT and vol.kind == "image":
             # A driver killed while copying a snapshot leaves the filesystem frozen: every
             # write of the pod would hang, and the frozen superblock would pin the loop device.
-            try:
-                if freeze.thaw(st.staging_path):
-                    report.thawed.append(st.staging_path)
-            except OSError:
-                log.exception("thawing %s failed", st.staging_path)
+            _thaw(node, st, report)
     for pub in catalog.publications():
         if not node.mounted(pub.target_path):
             vol = catalog.volume(pub.volume_id)
@@ -92,9 +89,45 @@ def reconcile(catalog: Catalog, backends: dict[str, Backend], node: NodeVolumes)
             with tolerate_full_disk(f"the stale publication of {pub.volume_id}"):
                 catalog.remove_publication(pub.volume_id, pub.target_path)
             report.stale_records.append(f"{pub.volume_id}@{pub.target_path}")
+    _clean_work_dir(backends, node)
     _detach_unused_loops(catalog, backends, report)
     log.info("start-up reconciliation: %s", report.summary())
     return report
+
+
+def _thaw(node: NodeVolumes, st: Staging, report: Report) -> None:
+    """Thaw the staged filesystem through a descriptor proven to be its mount root."""
+    try:
+        fd = paths.open_mount_root(st.staging_path, node.trusted(st.staging_path), st.device)
+        if fd is None:
+            return
+        try:
+            if freeze.thaw(f"/proc/self/fd/{fd}"):
+                report.thawed.append(st.staging_path)
+        finally:
+            os.close(fd)
+    except (OSError, DriverError):
+        log.exception("thawing %s failed", st.staging_path)
+
+
+def _clean_work_dir(backends: dict[str, Backend], node: NodeVolumes) -> None:
+    """Unmount and remove the private mount points a killed driver left in the work directory
+    (a share mounted for CreateVolume/DeleteVolume, a helper mount before it was attached)."""
+    work = next(iter(backends.values())).env.work_dir
+    if not work.is_dir():
+        return
+    for entry in os.scandir(work):
+        if not entry.is_dir(follow_symlinks=False):
+            continue
+        path = str(work / entry.name)
+        for _ in range(16):
+            if find_mount(os.path.realpath(path)) is None:
+                break
+            node.mounter.unmount(path)
+        try:
+            os.rmdir(path)
+        except OSError:
+            log.warning("left %s in the work directory: it is not an empty directory", path)
 
 
 def _remove_orphan_storage(

@@ -3,16 +3,25 @@
 from __future__ import annotations
 
 import logging
+import os
 import time
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from pathlib import Path
 
-from . import statedir
+from . import paths, statedir
 from .backends import Backend
 from .config import DriverConfig
 from .errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound
 from .locks import OperationLocks
-from .models import Snapshot, is_snapshot_id, is_volume_id, new_snapshot_id
+from .models import (
+    Snapshot,
+    StagingState,
+    Volume,
+    is_snapshot_id,
+    is_volume_id,
+    new_snapshot_id,
+)
 from .mounts import find_mount
 from .state import Catalog
 from .volumes import parse_token, snap_kind, snapshot_file
@@ -40,6 +49,30 @@ class SnapshotManager:
                 return st.staging_path
         return None
 
+    @contextmanager
+    def mount_root(self, vol: Volume) -> Iterator[str | None]:
+        """/proc/self/fd/N of the volume's staged mount root, proven to be it (the one thing a
+        freeze may be given), held open for the block; None when the volume is mounted nowhere.
+        FailedPrecondition when it is mounted but its staging path does not lead to its root."""
+        for st in self.catalog.stagings(vol.id):
+            if st.state is not StagingState.READY or not st.device:
+                continue
+            trusted = paths.trusted_prefix(
+                st.staging_path, self.config.kubelet_dir, str(self.config.state_dir / "ephemeral")
+            )
+            try:
+                fd = paths.open_mount_root(st.staging_path, trusted, st.device)
+            except FileNotFoundError:  # the loop device is gone: nothing is mounted
+                continue
+            if fd is None:
+                continue
+            try:
+                yield f"/proc/self/fd/{fd}"
+            finally:
+                os.close(fd)
+            return
+        yield None
+
     def create(self, name: str, source_volume_id: str) -> Snapshot:
         if not name:
             raise InvalidArgument("name is required")
@@ -61,8 +94,8 @@ class SnapshotManager:
             snap_id = new_snapshot_id()
             dest = snapshot_file(backend, snap_id)
             with statedir.intent(self.config.state_dir, snap_id):
-                with self.locks.hold(vol.id):
-                    backend.snapshot(vol, dest, self.mount_point(vol.id))
+                with self.locks.hold(vol.id), self.mount_root(vol) as root:
+                    backend.snapshot(vol, dest, root)
                 snap = Snapshot(snap_id, name, vol.id, vol.capacity_bytes, time.time(), True)
                 try:
                     self.catalog.add_snapshot(snap)

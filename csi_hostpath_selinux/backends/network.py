@@ -14,6 +14,7 @@ import os
 import re
 import shutil
 import socket
+import uuid
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
@@ -26,6 +27,8 @@ from ..selinux import with_filesystem_extras
 from .base import Backend, StageRequest
 
 ON_DELETE = ("delete", "retain")
+#: Private mount points of NodeStageVolume's helper mounts, in the work directory.
+STAGE_PREFIX = "stage-"
 HEALTH_TIMEOUT_SECONDS = 2.0
 #: Host names, IPv4 and bracketed IPv6 addresses; nothing that could read as an option.
 HOST_RE = re.compile(r"^(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9](?:[A-Za-z0-9.-]{0,251}[A-Za-z0-9])?)$")
@@ -143,15 +146,27 @@ class NetworkBackend(Backend, abc.ABC):
         options += self.extra_options(request)
         if request.read_only and "ro" not in options:
             options.append("ro")
-        # The helper gets the path itself (it canonicalizes its target); the node layer has
-        # just created and checked it without following symlinks.
-        self.env.mounter.mount_helper(
-            self.volume_source(request.volume),
-            request.staging_path,
-            self.mount_type,
-            options,
-            env=self.helper_env(request.secrets),
-        )
+        # mount(8) resolves its target path again, following symlinks, so it never gets the
+        # staging path: it mounts at a private directory the driver owns, and that mount is
+        # attached (a detached clone, open_tree + move_mount) onto the directory the node layer
+        # opened without following symlinks (mount_target). The private mount then goes.
+        private = self.env.work_dir / f"{STAGE_PREFIX}{uuid.uuid4().hex}"
+        self.env.work_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        private.mkdir(mode=0o700)
+        try:
+            self.env.mounter.mount_helper(
+                self.volume_source(request.volume),
+                str(private),
+                self.mount_type,
+                options,
+                env=self.helper_env(request.secrets),
+            )
+            try:
+                self.env.mounter.bind(str(private), request.mount_target, request.read_only)
+            finally:
+                self.env.mounter.unmount(str(private))
+        finally:
+            private.rmdir()
         return ""
 
     def unstage(self, volume: Volume, staging_path: str, device: str) -> None:

@@ -10,24 +10,32 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import errno
+import fcntl
 import os
+import subprocess
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 
 import grpc
 import pytest
 
+from csi_hostpath_selinux import paths
 from csi_hostpath_selinux._proto import csi_pb2 as pb
+from csi_hostpath_selinux.backends import BACKENDS, BackendEnv, StageRequest
+from csi_hostpath_selinux.models import AccessType, Volume
+from csi_hostpath_selinux.mounts import LinuxMounter
+from csi_hostpath_selinux.selinux import parse_mount_flags
 from tests.reliability.conftest import Node
 from tests.reliability.crash import mount_count, mount_points_under
-from tests.support.driver import loop_devices_under
+from tests.support.driver import cleanup_under, loop_devices_under
 from tests.support.requests import block_cap, create, mount_cap
 
 pytestmark = pytest.mark.integration
 
 libc = ctypes.CDLL(None, use_errno=True)
+FITHAW = 0xC0045878
 INVALID = grpc.StatusCode.INVALID_ARGUMENT
 NOT_FOUND = grpc.StatusCode.NOT_FOUND
 
@@ -629,3 +637,202 @@ def test_unpublish_never_removes_a_file_that_is_not_its_publication(
         )
     )
     assert victim.exists(), "NodeUnpublishVolume deleted a file it never published"
+
+
+@contextlib.contextmanager
+def outside_filesystem(directory: Path, name: str, fs: str = "tmpfs") -> Iterator[Path]:
+    """A filesystem mounted at directory/name, outside kubelet's directory: what a race must
+    never unmount or freeze. fs is "tmpfs", or "ext4" (on a loop device; ext4 can be frozen)."""
+    point = directory / name
+    point.mkdir(parents=True)
+    device = None
+    try:
+        if fs == "tmpfs":
+            assert libc.mount(b"tmpfs", str(point).encode(), b"tmpfs", 0, b"size=1m") == 0
+        else:
+            image = directory / f"{name}.img"
+            with open(image, "wb") as f:
+                f.truncate(16 << 20)
+            subprocess.run(["mkfs.ext4", "-q", "-F", str(image)], check=True)
+            device = subprocess.run(
+                ["losetup", "--find", "--show", str(image)],
+                check=True,
+                capture_output=True,
+                text=True,
+            ).stdout.strip()
+            subprocess.run(["mount", "-t", "ext4", device, str(point)], check=True)
+        yield point
+    finally:
+        while str(point.resolve()) in mount_points_under(str(point.resolve())):
+            if libc.umount2(str(point).encode(), 0) != 0:
+                break
+        if device:
+            subprocess.run(["losetup", "-d", device], check=False)
+
+
+def test_unpublish_race_never_unmounts_outside_kubelets_directory(node: Node) -> None:
+    """NodeUnpublishVolume checked the target on an opened directory, then unmounted the path
+    string again (UMOUNT_NOFOLLOW guards only the last component): a parent swapped for a
+    symlink in between made it unmount a filesystem outside --kubelet-dir, and answer OK."""
+    cap = mount_cap("ext4")
+    vol = node.csi.controller.CreateVolume(create("pvc-unpub-race", cap)).volume
+    staging = node.staging("unpub-race")
+    node.csi.node.NodeStageVolume(
+        pb.NodeStageVolumeRequest(
+            volume_id=vol.volume_id, staging_target_path=staging, volume_capability=cap
+        )
+    )
+    target = Path(node.target("unpub-race", pod="unpub-pod"))
+    publish = pb.NodePublishVolumeRequest(
+        volume_id=vol.volume_id,
+        staging_target_path=staging,
+        target_path=str(target),
+        volume_capability=cap,
+    )
+    unpublish = pb.NodeUnpublishVolumeRequest(volume_id=vol.volume_id, target_path=str(target))
+    outside_dir = node.kubelet.parent / "outside-unpub"
+    with outside_filesystem(outside_dir, target.name) as outside:
+        real = str(outside.resolve())
+        codes: set[grpc.StatusCode] = set()
+        calls = 0
+        lost = False
+        with Swapper(target.parent, outside_dir) as swapper:
+            deadline = time.monotonic() + RACE_SECONDS
+            give_up = deadline + RACE_MAX_SECONDS
+            while racing(deadline, give_up, swapper) and not lost:
+                codes.add(code_of(lambda: node.csi.node.NodePublishVolume(publish)))
+                codes.add(code_of(lambda: node.csi.node.NodeUnpublishVolume(unpublish)))
+                calls += 2
+                lost = real not in mount_points_under(real)
+        assert not lost, f"NodeUnpublishVolume unmounted {real}, outside kubelet's directory"
+        assert (swapper.swaps >= 5 and calls > 10) or swapper.pinned, (
+            f"the race did not run ({swapper.swaps} swaps)"
+        )
+        assert codes <= RACE_CODES, f"unexpected answers in the race: {codes}"
+    node.csi.node.NodeUnpublishVolume(unpublish)
+    node.csi.node.NodeUnstageVolume(
+        pb.NodeUnstageVolumeRequest(volume_id=vol.volume_id, staging_target_path=staging)
+    )
+    node.csi.controller.DeleteVolume(pb.DeleteVolumeRequest(volume_id=vol.volume_id))
+
+
+class FreezeWatch:
+    """Fails when the filesystem at point is frozen at any moment: FITHAW on it succeeds only
+    then (and thaws it at once, so a lost race cannot hang the test)."""
+
+    def __init__(self, point: Path) -> None:
+        self.fd = os.open(point, os.O_RDONLY | os.O_DIRECTORY)
+        self.frozen = 0
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self.run, daemon=True)
+
+    def run(self) -> None:
+        while not self.stop.is_set():
+            try:
+                fcntl.ioctl(self.fd, FITHAW, 0)
+                self.frozen += 1
+            except OSError:
+                pass  # EINVAL: not frozen
+            time.sleep(0.0002)
+
+    def __enter__(self) -> FreezeWatch:
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop.set()
+        self.thread.join()
+        os.close(self.fd)
+
+
+def test_snapshot_race_never_freezes_another_filesystem(node: Node) -> None:
+    """CreateSnapshot found the staging mount by its path string, then opened that path with
+    O_NOFOLLOW (last component only) and FIFREEZE'd what it got: a parent swapped for a symlink
+    made it freeze an unrelated filesystem (on the host's root, a hung node), and copy the
+    volume unfrozen. Now only a descriptor proven to be the volume's mount root is frozen."""
+    cap = mount_cap("ext4")
+    vol = node.csi.controller.CreateVolume(create("pvc-freeze-race", cap)).volume
+    staging = Path(node.staging("freeze-race"))
+    node.csi.node.NodeStageVolume(
+        pb.NodeStageVolumeRequest(
+            volume_id=vol.volume_id, staging_target_path=str(staging), volume_capability=cap
+        )
+    )
+    outside_dir = node.kubelet.parent / "outside-freeze"
+    with outside_filesystem(outside_dir, staging.name, "ext4") as outside:
+        codes: set[grpc.StatusCode] = set()
+        calls = 0
+        with FreezeWatch(outside) as watch, Swapper(staging.parent, outside_dir) as swapper:
+            deadline = time.monotonic() + RACE_SECONDS
+            give_up = deadline + RACE_MAX_SECONDS
+            while racing(deadline, give_up, swapper) and not watch.frozen:
+                calls += 1
+                try:
+                    snap = node.csi.controller.CreateSnapshot(
+                        pb.CreateSnapshotRequest(
+                            name=f"race-{calls}", source_volume_id=vol.volume_id
+                        )
+                    ).snapshot
+                except grpc.RpcError as exc:
+                    codes.add(exc.code())
+                    continue
+                codes.add(grpc.StatusCode.OK)
+                node.csi.controller.DeleteSnapshot(
+                    pb.DeleteSnapshotRequest(snapshot_id=snap.snapshot_id)
+                )
+        assert watch.frozen == 0, f"CreateSnapshot froze {outside}, outside the volume"
+        assert swapper.swaps >= 5 or swapper.pinned, f"the race did not run ({swapper.swaps})"
+        assert codes <= {grpc.StatusCode.OK, grpc.StatusCode.FAILED_PRECONDITION}, codes
+    node.csi.node.NodeUnstageVolume(
+        pb.NodeUnstageVolumeRequest(volume_id=vol.volume_id, staging_target_path=str(staging))
+    )
+    node.csi.controller.DeleteVolume(pb.DeleteVolumeRequest(volume_id=vol.volume_id))
+
+
+class PathFollowingHelper(LinuxMounter):
+    """A stand-in for mount.nfs/mount.cifs (no NFS or CIFS server on this machine; the SELinux
+    VM suite runs the real helpers): like mount(8) it resolves the target path string again,
+    following symlinks, and mounts there. A 1 MiB tmpfs stands in for the share."""
+
+    def mount_helper(
+        self,
+        source: str,
+        target: str,
+        fs_type: str,
+        options: Sequence[str],
+        env: Mapping[str, str] | None = None,
+    ) -> None:
+        assert libc.mount(b"tmpfs", os.fsencode(target), b"tmpfs", 0, b"size=1m") == 0
+
+
+@pytest.mark.parametrize("kind", ["nfs", "cifs"])
+def test_network_stage_mounts_on_the_checked_directory_not_the_path(
+    tmp_path: Path, kind: str
+) -> None:
+    """NFS/CIFS NodeStageVolume handed the staging path string to mount(8), which follows
+    symlinks: with a parent swapped after the check, the share was mounted outside kubelet's
+    directory while the catalog recorded the kubelet path. The swap here is placed exactly in
+    that window (after the node layer opened the directory, before the backend mounts)."""
+    kubelet = tmp_path / "kubelet"
+    parent = kubelet / "plugins" / "pv"
+    (parent / "globalmount").mkdir(parents=True)
+    decoy = tmp_path / "decoy"
+    (decoy / "globalmount").mkdir(parents=True)
+    env = BackendEnv(tmp_path / "state", PathFollowingHelper())
+    backend = BACKENDS[kind](env)
+    params = {"server": "192.0.2.1", "share": "/exports"} if kind == "nfs" else {"source": "//h/s"}
+    vol = Volume(
+        "vol-" + "1" * 32, "pvc", kind, 1 << 30, AccessType.MOUNT, kind, {"kind": kind, **params}
+    )
+    staging = str(parent / "globalmount")
+    try:
+        with paths.opened(staging, str(kubelet)) as target:
+            os.rename(parent, parent.with_name("pv.real"))
+            os.symlink(decoy, parent)
+            backend.stage(StageRequest(vol, staging, target, parse_mount_flags(()), {}, False))
+        assert mount_points_under(str(decoy.resolve())) == [], "the share was mounted outside"
+        held = str((kubelet / "plugins" / "pv.real" / "globalmount").resolve())
+        assert mount_points_under(held) == [held], "the share is not on the checked directory"
+        assert mount_points_under(str((tmp_path / "state").resolve())) == []
+    finally:
+        cleanup_under(tmp_path)

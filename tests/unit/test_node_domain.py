@@ -100,7 +100,13 @@ def test_labelled_nfs_mount_gets_nosharecache_and_the_whole_quoted_label(world: 
     vol = world.volume("nfs", server="10.0.0.5", share="/exports")
     staging = world.stage(vol, L1)
     ((source, target, fs_type, options, env),) = helper_calls(world.fake)
-    assert (source, target, fs_type) == (f"10.0.0.5:/exports/{vol.id}", staging, "nfs")
+    assert (source, fs_type) == (f"10.0.0.5:/exports/{vol.id}", "nfs")
+    # mount(8) follows symlinks in its target: it mounts in the driver's own work directory,
+    # and the mount is then attached onto the staging directory opened without following any.
+    assert str(target).startswith(str(world.node.config.state_dir / "work") + "/")
+    staged = world.fake.mount_at(staging)
+    assert staged is not None and staged.kind == "bind" and staged.fs_type == "nfs"
+    assert world.fake.mount_at(str(target)) is None, "the private helper mount is gone"
     assert f'context="{L1}"' in options, "the label is one option, quotes and comma kept"
     assert "nosharecache" in options
     assert env == {}
