@@ -122,7 +122,7 @@ class NodeVolumes:
         """The kernel's name for path (what mountinfo shows), or None when it does not exist."""
         try:
             fd = paths.open_path(path, self.trusted(path))
-        except FileNotFoundError:
+        except (FileNotFoundError, NotADirectoryError):
             return None
         try:
             return os.readlink(f"/proc/self/fd/{fd}")
@@ -233,6 +233,7 @@ class NodeVolumes:
                     f"volume {vol.id} is already staged on this node at {st.staging_path}; "
                     "a volume is staged at one path per node"
                 )
+            self.check_stage_target(vol, staging_path)
             if flags.labelled:
                 self.check_label_possible(vol, backend, flags)
             if vol.access_type is AccessType.MOUNT:
@@ -270,6 +271,24 @@ class NodeVolumes:
                 vol.id,
                 staging_path,
                 f" with SELinux context {want}" if want else "",
+            )
+
+    def check_stage_target(self, vol: Volume, staging_path: str) -> None:
+        """Refuse a staging path that already carries a mount, or lies in or over another
+        volume's staging or publication: stacking a filesystem there would hide a pod's data
+        (this volume's own live staging at this path was answered before)."""
+        claimed = [(s.volume_id, s.staging_path) for s in self.catalog.stagings()]
+        claimed += [(p.volume_id, p.target_path) for p in self.catalog.publications()]
+        for owner, path in claimed:
+            if path == staging_path or paths.is_below(staging_path, path):
+                raise FailedPrecondition(
+                    f"staging path {staging_path} is in use by volume {owner} (at {path}); "
+                    f"refusing to mount volume {vol.id} there"
+                )
+        if self.mounted(staging_path):
+            raise FailedPrecondition(
+                f"staging path {staging_path} already has a mount that is not volume {vol.id}'s "
+                "staging; refusing to mount over it"
             )
 
     def stage_mount(
@@ -414,6 +433,7 @@ class NodeVolumes:
                 "staging_target_path is required: the volume must be staged first"
             )
         staging_path = self.request_path(args.staging_path, "staging_target_path", args.internal)
+        check_apart(target, staging_path)
         vol = self.volume(args.volume_id)
         flags = self.check_capability(vol, args.capability)
         want = str(flags.context) if flags.context else None
@@ -579,13 +599,20 @@ class NodeVolumes:
 
     # expand
 
+    def known_path(self, vol: Volume, path: str, field: str) -> str:
+        """path, validated like a request path (below kubelet's directory, or the driver's own
+        ephemeral one); INVALID_ARGUMENT otherwise."""
+        internal = paths.is_below(path, str(self.config.state_dir / "ephemeral"))
+        return self.request_path(path, field, internal)
+
     def published_path(self, vol: Volume, volume_path: str) -> str:
-        """volume_path when the volume is mounted there; NOT_FOUND (touching nothing) otherwise."""
-        try:
-            path = paths.validate(volume_path, "volume_path")
-        except InvalidArgument as exc:
-            raise NotFound(f"volume {vol.id} is not at {volume_path!r}: {exc.message}") from exc
-        if not self.mounted(path):
+        """volume_path when it is one of the volume's publications or stagings and the volume
+        is mounted there; INVALID_ARGUMENT outside kubelet's directory, NOT_FOUND otherwise
+        (touching nothing)."""
+        path = self.known_path(vol, volume_path, "volume_path")
+        recorded = {p.target_path for p in self.catalog.publications(vol.id)}
+        recorded |= {s.staging_path for s in self.catalog.stagings(vol.id)}
+        if path not in recorded or not self.mounted(path):
             raise NotFound(f"volume {vol.id} is not mounted at {path}")
         return path
 
@@ -672,6 +699,21 @@ class NodeVolumes:
             with tolerate_full_disk(f"the publication of {volume_id} at {target}"):
                 self.catalog.remove_publication(volume_id, target)
             log.info("unpublished volume %s from %s", volume_id, target)
+
+
+def check_apart(target: str, staging_path: str) -> None:
+    """A publication needs a directory of its own: not the staging path, nor in or over it
+    (a later unpublish would unmount the staging mount the catalog still calls staged)."""
+    if target == staging_path or paths.is_below(target, staging_path):
+        raise InvalidArgument(
+            f"target_path {target} is the staging path {staging_path} or inside it: a "
+            "publication needs a directory of its own"
+        )
+    if paths.is_below(staging_path, target):
+        raise InvalidArgument(
+            f"target_path {target} contains the staging path {staging_path}: a publication "
+            "needs a directory of its own"
+        )
 
 
 def unmount_failure(volume_id: str, path: str, exc: MountError) -> Exception:

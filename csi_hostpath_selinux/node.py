@@ -131,12 +131,14 @@ class NodeService(rpc.NodeServicer):
             raise InvalidArgument("volume_path is required")
         vol = self.node.volume(request.volume_id)
         path = self.node.published_path(vol, request.volume_path)
-        if vol.access_type is AccessType.BLOCK:
-            size = loopdev.size_bytes(path)
-            return pb.NodeGetVolumeStatsResponse(
-                usage=[pb.VolumeUsage(unit=pb.VolumeUsage.BYTES, total=size)],
-            )
-        st = os.statvfs(path)
+        # Read through the descriptor the check opened, never through the path string again.
+        with paths.opened(path, self.node.trusted(path)) as held:
+            if vol.access_type is AccessType.BLOCK:
+                size = loopdev.size_bytes(held)
+                return pb.NodeGetVolumeStatsResponse(
+                    usage=[pb.VolumeUsage(unit=pb.VolumeUsage.BYTES, total=size)],
+                )
+            st = os.statvfs(held)
         return pb.NodeGetVolumeStatsResponse(
             usage=[
                 pb.VolumeUsage(
@@ -177,12 +179,12 @@ class NodeService(rpc.NodeServicer):
     ) -> pb.NodeGetVolumeHealthResponse:
         vol = self.node.volume(request.volume_id)
         publish = (
-            paths.validate(request.volume_publish_path, "volume_publish_path")
+            self.node.known_path(vol, request.volume_publish_path, "volume_publish_path")
             if (request.volume_publish_path)
             else ""
         )
         staging = (
-            paths.validate(request.staging_target_path, "staging_target_path")
+            self.node.known_path(vol, request.staging_target_path, "staging_target_path")
             if (request.staging_target_path)
             else ""
         )

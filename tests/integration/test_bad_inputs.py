@@ -83,6 +83,13 @@ def create_req(**changes: object) -> pb.CreateVolumeRequest:
     return req
 
 
+def a_regular_file(env: Env) -> Path:
+    path = env.kubelet / "pods" / "file"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("not a directory")
+    return path
+
+
 def symlinked_target(env: Env) -> object:
     """A staged volume, and a symlink to /etc planted where kubelet's target should be."""
     staging = str(env.kubelet / "plugins" / "sym")
@@ -236,6 +243,50 @@ ROWS = [
         lambda e: publish(e, str(e.kubelet / "pods" / "p")),
         C.FAILED_PRECONDITION,
         "is not staged at",
+    ),
+    Row(
+        "NodePublishVolume with the staging path as target",
+        lambda e: publish(e, str(e.kubelet / "plugins" / "s")),
+        C.INVALID_ARGUMENT,
+        "publication needs a directory of its own",
+    ),
+    Row(
+        "NodeGetVolumeStats outside --kubelet-dir",
+        lambda e: e.csi.node.NodeGetVolumeStats(
+            pb.NodeGetVolumeStatsRequest(volume_id=e.volume_id, volume_path="/proc")
+        ),
+        C.INVALID_ARGUMENT,
+        "not below kubelet's directory",
+    ),
+    Row(
+        "NodeExpandVolume outside --kubelet-dir",
+        lambda e: e.csi.node.NodeExpandVolume(
+            pb.NodeExpandVolumeRequest(
+                volume_id=e.volume_id,
+                volume_path="/proc",
+                capacity_range=pb.CapacityRange(required_bytes=GIB),
+            )
+        ),
+        C.INVALID_ARGUMENT,
+        "not below kubelet's directory",
+    ),
+    Row(
+        "NodeGetVolumeStats through a regular file",
+        lambda e: e.csi.node.NodeGetVolumeStats(
+            pb.NodeGetVolumeStatsRequest(
+                volume_id=e.volume_id, volume_path=str(a_regular_file(e) / "x")
+            )
+        ),
+        C.NOT_FOUND,
+        "is not mounted at",
+    ),
+    Row(
+        "NodeGetVolumeHealth outside --kubelet-dir",
+        lambda e: e.csi.node.NodeGetVolumeHealth(
+            pb.NodeGetVolumeHealthRequest(volume_id=e.volume_id, volume_publish_path="/proc")
+        ),
+        C.INVALID_ARGUMENT,
+        "not below kubelet's directory",
     ),
     Row(
         "NodePublishVolume onto a planted symlink",

@@ -836,3 +836,93 @@ def test_network_stage_mounts_on_the_checked_directory_not_the_path(
         assert mount_points_under(str((tmp_path / "state").resolve())) == []
     finally:
         cleanup_under(tmp_path)
+
+
+def test_stage_never_stacks_over_a_pods_mount(
+    node: Node, staged: tuple[str, str, pb.VolumeCapability]
+) -> None:
+    """NodeStageVolume accepted a staging path that was another volume's live pod mount and
+    mounted a second filesystem over the pod's volume."""
+    vol_id, staging, cap = staged
+    target = node.target("stacked", pod="victim-pod")
+    node.csi.node.NodePublishVolume(
+        pb.NodePublishVolumeRequest(
+            volume_id=vol_id, staging_target_path=staging, target_path=target, volume_capability=cap
+        )
+    )
+    Path(target, "pod-data").write_text("the pod's")
+    other = node.csi.controller.CreateVolume(create("pvc-stacker", cap)).volume
+    for path in (target, str(Path(target) / "inside"), staging):
+        code = code_of(
+            lambda path=path: node.csi.node.NodeStageVolume(
+                pb.NodeStageVolumeRequest(
+                    volume_id=other.volume_id, staging_target_path=path, volume_capability=cap
+                )
+            )
+        )
+        assert code == grpc.StatusCode.FAILED_PRECONDITION, (path, code)
+    assert mount_count(target) == 1, "a filesystem was stacked over the pod's volume"
+    assert Path(target, "pod-data").read_text() == "the pod's"
+    node.csi.node.NodeUnpublishVolume(
+        pb.NodeUnpublishVolumeRequest(volume_id=vol_id, target_path=target)
+    )
+    node.csi.controller.DeleteVolume(pb.DeleteVolumeRequest(volume_id=other.volume_id))
+
+
+def test_publish_at_the_staging_path_is_refused_and_keeps_the_staging(
+    node: Node, staged: tuple[str, str, pb.VolumeCapability]
+) -> None:
+    """target_path == staging_target_path was accepted (the existing mount adopted as the
+    publication), and the later unpublish unmounted the staging mount the catalog still called
+    staged."""
+    vol_id, staging, cap = staged
+    code = code_of(
+        lambda: node.csi.node.NodePublishVolume(
+            pb.NodePublishVolumeRequest(
+                volume_id=vol_id,
+                staging_target_path=staging,
+                target_path=staging,
+                volume_capability=cap,
+            )
+        )
+    )
+    assert code == INVALID
+    node.csi.node.NodeUnpublishVolume(
+        pb.NodeUnpublishVolumeRequest(volume_id=vol_id, target_path=staging)
+    )
+    assert mount_count(staging) == 1, "the staging mount was unmounted"
+
+
+def test_stats_expand_and_health_only_read_the_volumes_own_paths(
+    node: Node, staged: tuple[str, str, pb.VolumeCapability]
+) -> None:
+    """NodeGetVolumeStats, NodeExpandVolume and NodeGetVolumeHealth took any host path: stats
+    of /proc were readable, and NodeExpandVolume at /proc grew the image."""
+    vol_id, _, _ = staged
+    image = node.driver.state_dir / "volumes" / f"{vol_id}.img"
+    size = image.stat().st_size
+    elsewhere = node.kubelet / "pods" / "other" / "mount"
+    elsewhere.mkdir(parents=True)
+    for path, want in (("/proc", INVALID), ("/", INVALID), (str(elsewhere), NOT_FOUND)):
+        stats = code_of(
+            lambda path=path: node.csi.node.NodeGetVolumeStats(
+                pb.NodeGetVolumeStatsRequest(volume_id=vol_id, volume_path=path)
+            )
+        )
+        expand = code_of(
+            lambda path=path: node.csi.node.NodeExpandVolume(
+                pb.NodeExpandVolumeRequest(
+                    volume_id=vol_id,
+                    volume_path=path,
+                    capacity_range=pb.CapacityRange(required_bytes=size * 2),
+                )
+            )
+        )
+        assert (stats, expand) == (want, want), path
+    health = code_of(
+        lambda: node.csi.node.NodeGetVolumeHealth(
+            pb.NodeGetVolumeHealthRequest(volume_id=vol_id, staging_target_path="/proc")
+        )
+    )
+    assert health == INVALID
+    assert image.stat().st_size == size, "NodeExpandVolume grew the image"
