@@ -205,6 +205,7 @@ class GroupSnapshots:
                     m.volume.capacity_bytes,
                     taken_at,
                     True,
+                    m.volume.access_type.value,
                 )
                 for m in members
             ]

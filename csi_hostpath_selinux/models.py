@@ -62,6 +62,9 @@ class Snapshot:
     size_bytes: int
     created_at: float
     ready: bool = True
+    #: The source volume's access type ("block" or "mount"); "" for snapshots taken before the
+    #: driver recorded it (then the source volume, if it still exists, tells).
+    source_access_type: str = ""
 
 
 @dataclass(frozen=True)

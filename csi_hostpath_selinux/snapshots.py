@@ -96,7 +96,15 @@ class SnapshotManager:
             with statedir.intent(self.config.state_dir, snap_id):
                 with self.locks.hold(vol.id), self.mount_root(vol) as root:
                     backend.snapshot(vol, dest, root)
-                snap = Snapshot(snap_id, name, vol.id, vol.capacity_bytes, time.time(), True)
+                snap = Snapshot(
+                    snap_id,
+                    name,
+                    vol.id,
+                    vol.capacity_bytes,
+                    time.time(),
+                    True,
+                    vol.access_type.value,
+                )
                 try:
                     self.catalog.add_snapshot(snap)
                 except BaseException:

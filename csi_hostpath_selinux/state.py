@@ -41,7 +41,8 @@ CREATE TABLE IF NOT EXISTS snapshots (
     source_volume_id TEXT NOT NULL,
     size_bytes INTEGER NOT NULL,
     created_at REAL NOT NULL,
-    ready INTEGER NOT NULL
+    ready INTEGER NOT NULL,
+    source_access_type TEXT NOT NULL DEFAULT ''
 );
 CREATE INDEX IF NOT EXISTS snapshots_by_source ON snapshots(source_volume_id);
 CREATE TABLE IF NOT EXISTS stagings (
@@ -127,6 +128,11 @@ class Catalog:
             for statement in _SCHEMA.split(";"):
                 if statement.strip():
                     db.execute(statement)
+            columns = {r[1] for r in db.execute("PRAGMA table_info(snapshots)").fetchall()}
+            if "source_access_type" not in columns:  # catalogs written before it existed
+                db.execute(
+                    "ALTER TABLE snapshots ADD COLUMN source_access_type TEXT NOT NULL DEFAULT ''"
+                )
             version = db.execute("PRAGMA user_version").fetchone()[0]
             #: The file held no catalog before this open (missing, 0 bytes, or emptied).
             self.created = version == 0
@@ -256,8 +262,8 @@ class Catalog:
     def add_snapshot(self, snap: Snapshot) -> None:
         with self.transaction() as db:
             db.execute(
-                "INSERT INTO snapshots (id, name, source_volume_id, size_bytes, created_at, ready)"
-                " VALUES (?,?,?,?,?,?)",
+                "INSERT INTO snapshots (id, name, source_volume_id, size_bytes, created_at, ready,"
+                " source_access_type) VALUES (?,?,?,?,?,?,?)",
                 (
                     snap.id,
                     snap.name,
@@ -265,6 +271,7 @@ class Catalog:
                     snap.size_bytes,
                     snap.created_at,
                     int(snap.ready),
+                    snap.source_access_type,
                 ),
             )
 
@@ -410,7 +417,7 @@ class Catalog:
             for snap in members:
                 db.execute(
                     "INSERT INTO snapshots (id, name, source_volume_id, size_bytes, created_at,"
-                    " ready) VALUES (?,?,?,?,?,?)",
+                    " ready, source_access_type) VALUES (?,?,?,?,?,?,?)",
                     (
                         snap.id,
                         snap.name,
@@ -418,6 +425,7 @@ class Catalog:
                         snap.size_bytes,
                         snap.created_at,
                         int(snap.ready),
+                        snap.source_access_type,
                     ),
                 )
             db.execute(
@@ -471,10 +479,13 @@ _VOLUME_SELECT = (
     "SELECT id, name, kind, capacity_bytes, access_type, fs_type, parameters, content_source,"
     " ephemeral, created_at FROM volumes"
 )
-_SNAPSHOT_SELECT = "SELECT id, name, source_volume_id, size_bytes, created_at, ready FROM snapshots"
+_SNAPSHOT_SELECT = (
+    "SELECT id, name, source_volume_id, size_bytes, created_at, ready, source_access_type"
+    " FROM snapshots"
+)
 _SNAPSHOT_PAGE = (
-    "SELECT id, name, source_volume_id, size_bytes, created_at, ready, seq FROM snapshots"
-    " WHERE seq > ?"
+    "SELECT id, name, source_volume_id, size_bytes, created_at, ready, source_access_type, seq"
+    " FROM snapshots WHERE seq > ?"
 )
 
 
@@ -501,6 +512,7 @@ def _snapshot(row: tuple[object, ...]) -> Snapshot:
         size_bytes=int(str(row[3])),
         created_at=float(str(row[4])),
         ready=bool(row[5]),
+        source_access_type=str(row[6]),
     )
 
 

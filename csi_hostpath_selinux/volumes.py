@@ -39,6 +39,9 @@ FSTYPE_PARAMETER = "csi.storage.k8s.io/fstype"
 #: Parameters external-provisioner reserves; they are not the backend's business.
 RESERVED_PREFIX = "csi.storage.k8s.io/"
 EPHEMERAL_CONTEXT_KEY = "csi.storage.k8s.io/ephemeral"
+#: StorageClass parameter that allows restoring or cloning across volume modes (block <->
+#: filesystem), like Kubernetes' snapshot.storage.kubernetes.io/allow-volume-mode-change.
+ALLOW_MODE_CHANGE = "allowVolumeModeChange"
 
 
 @dataclass(frozen=True)
@@ -219,7 +222,9 @@ class VolumeManager:
         ephemeral: bool,
     ) -> Volume:
         """Make the storage, then record it (the caller holds the name lock and a place)."""
-        source_path = self.resolve_source(source, kind, size)
+        source_path = self.resolve_source(
+            source, kind, size, access_type, stored.get(ALLOW_MODE_CHANGE) == "true"
+        )
         vol = Volume(
             id=new_volume_id(),
             name=name,
@@ -325,10 +330,18 @@ class VolumeManager:
         if vol.content_source != want_source:
             raise differs("content source", vol.content_source, want_source)
 
-    def resolve_source(self, source: ContentSource | None, kind: str, size: int) -> Path | None:
+    def resolve_source(
+        self,
+        source: ContentSource | None,
+        kind: str,
+        size: int,
+        access_type: AccessType = AccessType.MOUNT,
+        allow_mode_change: bool = False,
+    ) -> Path | None:
         """The file to copy a new volume from, after the spec's checks."""
         if source is None:
             return None
+        self.check_mode(source, access_type, allow_mode_change)
         if source.kind == "snapshot":
             snap = self.catalog.snapshot(source.id) if is_snapshot_id(source.id) else None
             if snap is None:
@@ -359,6 +372,32 @@ class VolumeManager:
                 f"({vol.capacity_bytes} bytes)"
             )
         return clone_file(self.backends[kind], vol)
+
+    def check_mode(
+        self, source: ContentSource, access_type: AccessType, allow_mode_change: bool
+    ) -> None:
+        """Refuse a restore or clone into another volume mode: a block volume's bytes, written
+        raw by a pod, would be parsed by the kernel as a filesystem (a crafted image is an
+        attack on the node's kernel), and a filesystem's bytes would be handed raw to a pod.
+        Kubernetes guards the same way (snapshot.storage.kubernetes.io/allow-volume-mode-change)."""
+        if allow_mode_change:
+            return
+        if source.kind == "snapshot":
+            snap = self.catalog.snapshot(source.id) if is_snapshot_id(source.id) else None
+            origin = self.catalog.volume(snap.source_volume_id) if snap else None
+            have = (snap.source_access_type if snap else "") or (
+                origin.access_type.value if origin else ""
+            )
+        else:
+            vol = self.catalog.volume(source.id) if is_volume_id(source.id) else None
+            have = vol.access_type.value if vol else ""
+        if have and have != access_type.value:
+            raise InvalidArgument(
+                f"{source.kind} {source.id} is of a {have} volume; it cannot become a "
+                f"{access_type.value} volume (the kernel would parse bytes a pod wrote raw, or "
+                f"a pod would get a filesystem's raw bytes). Set the StorageClass parameter "
+                f'{ALLOW_MODE_CHANGE}: "true" to allow it on purpose'
+            )
 
     # expand
 

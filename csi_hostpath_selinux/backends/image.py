@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import ClassVar
 
 from .. import freeze, loopdev
-from ..errors import FailedPrecondition, Internal, ResourceExhausted
+from ..errors import FailedPrecondition, Internal, InvalidArgument, ResourceExhausted
 from ..models import AccessType, HealthIssue, HealthStatus, Volume
 from .base import Backend, StageRequest
 
@@ -47,6 +47,15 @@ class ImageBackend(Backend):
     fs_types: ClassVar[tuple[str, ...]] = ("ext4", "xfs")
     default_fs_type: ClassVar[str] = "ext4"
     node_expansion: ClassVar[bool] = True
+
+    def known_parameters(self) -> set[str]:
+        return {"allowVolumeModeChange"}
+
+    def check_parameters(self, parameters: Mapping[str, str]) -> dict[str, str]:
+        params = super().check_parameters(parameters)
+        if params.get("allowVolumeModeChange", "false") not in ("true", "false"):
+            raise InvalidArgument('parameter allowVolumeModeChange must be "true" or "false"')
+        return params
 
     def image_path(self, volume_id: str) -> Path:
         return self.env.volumes_dir / f"{volume_id}.img"

@@ -123,3 +123,27 @@ def test_refuses_a_catalog_from_another_schema(tmp_path: Path) -> None:
     db.close()
     with pytest.raises(CatalogError, match="schema version 99"):
         Catalog(path)
+
+
+def test_a_catalog_from_before_snapshot_modes_opens_and_records_them(tmp_path: Path) -> None:
+    """Catalogs written before snapshots recorded their source's mode get the column added."""
+    path = tmp_path / "old.sqlite"
+    db = sqlite3.connect(path)
+    db.executescript(
+        "CREATE TABLE snapshots (seq INTEGER PRIMARY KEY AUTOINCREMENT, id TEXT NOT NULL UNIQUE,"
+        " name TEXT NOT NULL UNIQUE, source_volume_id TEXT NOT NULL, size_bytes INTEGER NOT NULL,"
+        " created_at REAL NOT NULL, ready INTEGER NOT NULL);"
+        "INSERT INTO snapshots (id, name, source_volume_id, size_bytes, created_at, ready)"
+        " VALUES ('snap-" + "a" * 32 + "', 'old', 'vol-x', 1, 1.0, 1);"
+        "PRAGMA user_version=1;"
+    )
+    db.close()
+    catalog = Catalog(path)
+    try:
+        (old,) = catalog.all_snapshots()
+        assert old.source_access_type == ""
+        new = Snapshot(new_snapshot_id(), "new", "vol-y", 2, 2.0, True, "block")
+        catalog.add_snapshot(new)
+        assert catalog.snapshot(new.id) == new
+    finally:
+        catalog.close()
