@@ -37,7 +37,7 @@ from .locks import OperationLocks
 from .models import AccessType, Snapshot, Volume, is_volume_id, new_snapshot_id
 from .snapshots import SnapshotManager
 from .state import Catalog, GroupMember, GroupSnapshot
-from .volumes import RESERVED_PREFIX, snap_kind, snapshot_file
+from .volumes import RESERVED_PREFIX, check_name, snap_kind, snapshot_file
 
 log = logging.getLogger(__name__)
 
@@ -96,8 +96,7 @@ class GroupSnapshots:
     def create(
         self, name: str, source_volume_ids: Sequence[str], parameters: Mapping[str, str]
     ) -> GroupView:
-        if not name:
-            raise InvalidArgument("name is required")
+        check_name(name)
         if not source_volume_ids:
             raise InvalidArgument("source_volume_ids is required")
         if any(not v for v in source_volume_ids):

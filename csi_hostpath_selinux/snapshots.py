@@ -24,7 +24,7 @@ from .models import (
 )
 from .mounts import find_mount
 from .state import Catalog
-from .volumes import parse_token, snap_kind, snapshot_file
+from .volumes import check_name, parse_token, snap_kind, snapshot_file
 
 log = logging.getLogger(__name__)
 
@@ -74,8 +74,7 @@ class SnapshotManager:
         yield None
 
     def create(self, name: str, source_volume_id: str) -> Snapshot:
-        if not name:
-            raise InvalidArgument("name is required")
+        check_name(name)
         if not source_volume_id:
             raise InvalidArgument("source_volume_id is required")
         with self.locks.hold(f"snapshot:{name}"):

@@ -39,6 +39,9 @@ FSTYPE_PARAMETER = "csi.storage.k8s.io/fstype"
 #: Parameters external-provisioner reserves; they are not the backend's business.
 RESERVED_PREFIX = "csi.storage.k8s.io/"
 EPHEMERAL_CONTEXT_KEY = "csi.storage.k8s.io/ephemeral"
+#: The longest name Kubernetes sends (a PV, VolumeSnapshotContent or group name: a DNS
+#: subdomain); longer names are refused before they are stored or logged.
+MAX_NAME = 253
 #: StorageClass parameter that allows restoring or cloning across volume modes (block <->
 #: filesystem), like Kubernetes' snapshot.storage.kubernetes.io/allow-volume-mode-change.
 ALLOW_MODE_CHANGE = "allowVolumeModeChange"
@@ -121,8 +124,7 @@ class VolumeManager:
         requisite_topology: Sequence[Mapping[str, str]] = (),
         ephemeral: bool = False,
     ) -> Volume:
-        if not name:
-            raise InvalidArgument("name is required")
+        check_name(name)
         if not capabilities:
             raise InvalidArgument("volume_capabilities is required")
         access_type = single_access_type(capabilities)
@@ -465,6 +467,17 @@ class VolumeManager:
                 self.catalog.remove_volume(volume_id)
                 self.backend(vol.kind).delete(vol, secrets)
             log.info("deleted volume %s (%r)", vol.id, vol.name)
+
+
+def check_name(name: str) -> None:
+    """Refuse an empty name, or one longer than any Kubernetes sends (without echoing it)."""
+    if not name:
+        raise InvalidArgument("name is required")
+    if len(name) > MAX_NAME:
+        raise InvalidArgument(
+            f"name is {len(name)} characters long; names are at most {MAX_NAME} characters "
+            "(Kubernetes object names)"
+        )
 
 
 def find_volume(catalog: Catalog, volume_id: str, node_id: str) -> Volume:

@@ -117,6 +117,28 @@ ROWS = [
         "name is required",
     ),
     Row(
+        "CreateVolume with a name over 253 characters",
+        lambda e: e.csi.controller.CreateVolume(create_req(name="n" * 254)),
+        C.INVALID_ARGUMENT,
+        "at most 253 characters",
+    ),
+    Row(
+        "CreateSnapshot with a name over 253 characters",
+        lambda e: e.csi.controller.CreateSnapshot(
+            pb.CreateSnapshotRequest(name="s" * 3_000_000, source_volume_id=e.volume_id)
+        ),
+        C.INVALID_ARGUMENT,
+        "at most 253 characters",
+    ),
+    Row(
+        "CreateVolumeGroupSnapshot with a name over 253 characters",
+        lambda e: e.csi.group.CreateVolumeGroupSnapshot(
+            pb.CreateVolumeGroupSnapshotRequest(name="g" * 254, source_volume_ids=[e.volume_id])
+        ),
+        C.INVALID_ARGUMENT,
+        "at most 253 characters",
+    ),
+    Row(
         "CreateVolume without capabilities",
         lambda e: e.csi.controller.CreateVolume(pb.CreateVolumeRequest(name="x")),
         C.INVALID_ARGUMENT,
