@@ -157,6 +157,7 @@ def config_from(args: argparse.Namespace) -> DriverConfig:
 def serve(config: DriverConfig) -> int:
     from .doctor import startup_report
     from .server import EndpointError, build
+    from .state import CatalogError
     from .statedir import StateDirError
 
     startup_report(logging.getLogger("csi_hostpath_selinux.preflight"))
@@ -165,7 +166,7 @@ def serve(config: DriverConfig) -> int:
     except EndpointError as exc:
         logging.getLogger(__name__).error("%s", exc)
         return 2
-    except StateDirError as exc:
+    except (StateDirError, CatalogError) as exc:
         logging.getLogger(__name__).error("%s", exc)
         return 3
     stopping = threading.Event()

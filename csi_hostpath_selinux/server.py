@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import sqlite3
 import stat
 from concurrent import futures
 from dataclasses import dataclass
@@ -32,7 +33,7 @@ from .recovery import reconcile
 from .selinux import probe_support
 from .snapshot_metadata import SnapshotMetadataReader, SnapshotMetadataService
 from .snapshots import SnapshotManager
-from .state import Catalog
+from .state import Catalog, CatalogError
 from .volumes import VolumeManager
 
 log = logging.getLogger(__name__)
@@ -91,6 +92,14 @@ def remove_socket(path: Path) -> None:
     path.unlink()
 
 
+def damaged(config: DriverConfig, exc: sqlite3.DatabaseError) -> CatalogError:
+    return CatalogError(
+        f"refusing to start: the catalog {config.catalog_path} cannot be read ({exc}): it is "
+        f"damaged. Nothing was changed. Restore {config.catalog_path.name} together with its "
+        "-wal file from a backup (sqlite3's .recover may save its rows into a new file)"
+    )
+
+
 def build(config: DriverConfig, mounter: Mounter | None = None) -> Driver:
     """Open the state, reconcile it with the node, and start serving; return the running driver."""
     config.state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
@@ -105,9 +114,15 @@ def build(config: DriverConfig, mounter: Mounter | None = None) -> Driver:
 def _build(config: DriverConfig, lock_fd: int, mounter: Mounter | None) -> Driver:
     reserve = statedir.Reserve(config.state_dir)
     reserve.start()
-    catalog = Catalog(config.catalog_path, before_write=reserve.before_write)
+    try:
+        catalog = Catalog(config.catalog_path, before_write=reserve.before_write)
+    except sqlite3.DatabaseError as exc:
+        raise damaged(config, exc) from exc
     try:
         statedir.check(catalog, config.state_dir)
+    except sqlite3.DatabaseError as exc:
+        catalog.close()
+        raise damaged(config, exc) from exc
     except BaseException:
         catalog.close()
         raise

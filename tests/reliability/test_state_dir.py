@@ -384,3 +384,22 @@ def test_volumes_never_overcommit_a_small_state_dir(tmp_path: Path, preallocate:
                     volume_id=vol.volume_id, staging_target_path=str(staging)
                 )
             )
+
+
+@pytest.mark.parametrize("damage", ["not a database", "malformed pages"])
+def test_a_damaged_catalog_stops_the_driver_with_one_line(node: Node, damage: str) -> None:
+    """A corrupt catalog stopped the driver with a raw traceback."""
+    volume_and_snapshot(node, f"damaged-{damage[:3]}")
+    state = node.driver.state_dir
+    node.driver.stop()
+    catalog = state / "catalog.sqlite"
+    before = files(state)
+    data = bytearray(catalog.read_bytes())
+    if damage == "not a database":
+        data[:100] = b"\x5a" * 100  # the header
+    else:
+        data[4096:] = b"\x5a" * (len(data) - 4096)  # every page after the first
+    catalog.write_bytes(bytes(data))
+    line = refusal_line(refused_start(node))
+    assert "catalog.sqlite" in line and "damaged" in line and "Restore" in line, line
+    assert files(state) == before
