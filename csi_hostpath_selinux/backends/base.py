@@ -46,8 +46,10 @@ class BackendEnv:
 @dataclass(frozen=True)
 class StageRequest:
     volume: Volume
-    staging_path: str  # the validated staging path, as kubelet sent it
-    mount_target: str  # /proc/self/fd/N of that directory, opened without following symlinks
+    staging_path: str  # the validated staging path, as kubelet sent it (for messages only)
+    #: /proc/self/fd/N of that directory, opened without following symlinks: mount only here
+    #: (a helper that resolves paths mounts privately, then attaches, as network.py does).
+    mount_target: str
     flags: MountFlags  # parsed mount flags, SELinux options included
     secrets: Mapping[str, str]
     read_only: bool
@@ -126,7 +128,12 @@ class Backend(abc.ABC):
 
     @abc.abstractmethod
     def unstage(self, volume: Volume, staging_path: str, device: str) -> None:
-        """Undo stage: unmount the staging path and release the device; idempotent."""
+        """Undo stage: unmount the staging path and release the device; idempotent.
+
+        staging_path is a name that reaches the staging directory through its held parent
+        (/proc/self/fd/P/name, see paths.unmount_name): pass it to the mounter's unmount as it
+        is, never resolve or rebuild it.
+        """
 
     def publish_device(self, volume: Volume, staged_device: str, read_only: bool) -> str:
         """The device to bind at a block volume's target (a read-only one when asked)."""

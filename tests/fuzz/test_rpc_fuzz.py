@@ -7,14 +7,18 @@ Properties, checked for every example:
 - nothing is mounted, created or removed outside the driver's roots (kubelet's directory and the
   state directory): mountinfo and a sentinel tree are compared before and after.
 
-CI runs a fixed budget with a fixed seed (derandomize); `scripts/fuzz --examples N` runs longer.
-The budget and seed come from CSI_FUZZ_EXAMPLES and CSI_FUZZ_SEED.
+CI runs a fixed budget with a fixed seed (derandomize), then a second, time-bounded budget with a
+seed that changes every run (CSI_FUZZ_ROTATING_SEED, else a random one), printed at its start and
+named in any failure with the command that reproduces it. `scripts/fuzz --examples N [--seed S]`
+runs longer. The fixed budget and seed come from CSI_FUZZ_EXAMPLES and CSI_FUZZ_SEED; the
+rotating run's from CSI_FUZZ_ROTATING_EXAMPLES and CSI_FUZZ_ROTATING_SECONDS (0 examples skips it).
 """
 
 from __future__ import annotations
 
 import os
 import re
+import secrets
 import signal
 import time
 from collections import Counter
@@ -39,6 +43,9 @@ pytestmark = pytest.mark.integration
 
 EXAMPLES = int(os.environ.get("CSI_FUZZ_EXAMPLES", "5000"))
 SEED = os.environ.get("CSI_FUZZ_SEED", "")
+ROTATING_EXAMPLES = int(os.environ.get("CSI_FUZZ_ROTATING_EXAMPLES", "1500"))
+ROTATING_SECONDS = float(os.environ.get("CSI_FUZZ_ROTATING_SECONDS", "120"))
+ROTATING_SEED = int(os.environ.get("CSI_FUZZ_ROTATING_SEED") or secrets.randbits(32))
 CALL_TIMEOUT = 30.0
 #: Check the roots (mountinfo, sentinel tree) and Probe every this many examples, and at the end.
 CHECK_EVERY = 50
@@ -282,25 +289,34 @@ def rpc_examples(pools: Pools) -> st.SearchStrategy[tuple[str, MethodDescriptor,
     )
 
 
-def fuzz_settings(examples: int) -> settings:
+def fuzz_settings(examples: int, derandomize: bool) -> settings:
     return settings(
         max_examples=examples,
         deadline=None,
-        derandomize=not SEED,
+        derandomize=derandomize,
         database=None,
         suppress_health_check=list(HealthCheck),
         phases=[p for p in Phase if p is not Phase.shrink],
     )
 
 
-def test_every_rpc_survives_arbitrary_messages(fuzz: Fuzz) -> None:
+def run_budget(
+    fuzz: Fuzz, examples: int, chosen_seed: int | None, seconds: float | None = None
+) -> int:
+    """Run up to examples examples (hypothesis' derandomized sequence when chosen_seed is None);
+    after seconds, the remaining examples send nothing. Returns how many examples ran."""
     started = time.monotonic()
-    examples = st.data()
+    ran = 0
+    codes_before = Counter(fuzz.codes)
 
-    @fuzz_settings(EXAMPLES)
-    @given(examples)
+    @fuzz_settings(examples, derandomize=chosen_seed is None)
+    @given(st.data())
     def one(data: st.DataObject) -> None:
+        nonlocal ran
+        if seconds is not None and time.monotonic() - started > seconds:
+            return
         service, method, request = data.draw(rpc_examples(fuzz.pools))
+        ran += 1
         fuzz.examples += 1
         code = fuzz.call(service, method, request)
         fuzz.codes[code.name] += 1
@@ -309,19 +325,40 @@ def test_every_rpc_survives_arbitrary_messages(fuzz: Fuzz) -> None:
         elif fuzz.examples % CHECK_EVERY == 0:
             check_roots(fuzz, f"by example {fuzz.examples} (last: {method.name})")
 
-    if SEED:
-        one = seed(int(SEED))(one)
+    if chosen_seed is not None:
+        one = seed(chosen_seed)(one)
     one()
     check_roots(fuzz, "at the end")
     print(
-        f"\nfuzz: {fuzz.examples} examples in {time.monotonic() - started:.0f}s over "
-        f"{len(METHODS)} RPCs; answers {dict(fuzz.codes.most_common())}; "
+        f"\nfuzz: {ran} examples in {time.monotonic() - started:.0f}s over "
+        f"{len(METHODS)} RPCs; answers {dict((fuzz.codes - codes_before).most_common())}; "
         f"{fuzz.crashes} crash(es); {len(fuzz.findings)} finding(s)"
     )
     for text in fuzz.findings.values():
         print(f"  - {text}")
-    assert fuzz.examples >= EXAMPLES // 2, "hypothesis ran far fewer examples than budgeted"
+    return ran
+
+
+def test_every_rpc_survives_arbitrary_messages(fuzz: Fuzz) -> None:
+    ran = run_budget(fuzz, EXAMPLES, int(SEED) if SEED else None)
+    assert ran >= EXAMPLES // 2, "hypothesis ran far fewer examples than budgeted"
     assert fuzz.findings == {}, "\n".join(fuzz.findings.values())
+
+
+@pytest.mark.skipif(ROTATING_EXAMPLES == 0, reason="CSI_FUZZ_ROTATING_EXAMPLES=0")
+def test_every_rpc_survives_a_rotating_seed(fuzz: Fuzz) -> None:
+    """New examples every run, so CI explores beyond the fixed sequence; bounded in time."""
+    reproduce = (
+        f"reproduce with: CSI_FUZZ_ROTATING_SEED={ROTATING_SEED} python3 -m pytest "
+        f"tests/fuzz -k rotating (or scripts/fuzz --seed {ROTATING_SEED} --examples "
+        f"{ROTATING_EXAMPLES})"
+    )
+    print(f"\nfuzz: rotating seed {ROTATING_SEED}; {reproduce}")
+    before = set(fuzz.findings)
+    ran = run_budget(fuzz, ROTATING_EXAMPLES, ROTATING_SEED, ROTATING_SECONDS)
+    assert ran > 0, f"the rotating fuzz run ran no example (seed {ROTATING_SEED})"
+    new = [text for key, text in fuzz.findings.items() if key not in before]
+    assert new == [], f"seed {ROTATING_SEED}; {reproduce}\n" + "\n".join(new)
 
 
 def test_the_driver_still_stops_cleanly_after_fuzzing(fuzz: Fuzz) -> None:
