@@ -277,9 +277,7 @@ class NodeVolumes:
         """Refuse a staging path that already carries a mount, or lies in or over another
         volume's staging or publication: stacking a filesystem there would hide a pod's data
         (this volume's own live staging at this path was answered before)."""
-        claimed = [(s.volume_id, s.staging_path) for s in self.catalog.stagings()]
-        claimed += [(p.volume_id, p.target_path) for p in self.catalog.publications()]
-        for owner, path in claimed:
+        for owner, path in self.catalog.claims(staging_path):
             if path == staging_path or paths.is_below(staging_path, path):
                 raise FailedPrecondition(
                     f"staging path {staging_path} is in use by volume {owner} (at {path}); "

@@ -404,6 +404,18 @@ class Catalog:
             for r in rows
         ]
 
+    def claims(self, path: str) -> list[tuple[str, str]]:
+        """(volume id, path) of every staging and publication at path or at a parent of it."""
+        query = (
+            "SELECT volume_id, staging_path FROM stagings WHERE staging_path = :p"
+            " OR substr(:p, 1, length(staging_path) + 1) = staging_path || '/'"
+            " UNION ALL SELECT volume_id, target_path FROM publications WHERE target_path = :p"
+            " OR substr(:p, 1, length(target_path) + 1) = target_path || '/'"
+        )
+        with self._lock:
+            rows = self._db.execute(query, {"p": path}).fetchall()
+        return [(str(r[0]), str(r[1])) for r in rows]
+
     def published_volume_ids(self) -> set[str]:
         with self._lock:
             rows = self._db.execute("SELECT DISTINCT volume_id FROM publications").fetchall()

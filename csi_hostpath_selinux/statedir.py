@@ -194,7 +194,7 @@ def intent(state_dir: Path, *ids: str) -> Iterator[None]:
     of these ids that the catalog does not list (and drops the marks).
     """
     directory = state_dir / INTENTS_DIR
-    directory.mkdir(mode=0o700, exist_ok=True)
+    directory.mkdir(mode=0o700, parents=True, exist_ok=True)
     for ident in ids:
         fd = os.open(
             directory / ident, os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600

@@ -147,3 +147,19 @@ def test_a_catalog_from_before_snapshot_modes_opens_and_records_them(tmp_path: P
         assert catalog.snapshot(new.id) == new
     finally:
         catalog.close()
+
+
+def test_claims_are_the_path_and_its_parents_by_whole_components(tmp_path: Path) -> None:
+    catalog = Catalog(tmp_path / "c.sqlite")
+    try:
+        st = Staging("vol-a", "/k/plugins/a", None, (), "", AccessType.MOUNT, StagingState.READY)
+        catalog.put_staging(st)
+        pub = Publication("vol-b", "/k/pods/p/mount", "/k/plugins/b", False, None, (), 1, "")
+        catalog.put_publication(pub)
+        assert catalog.claims("/k/plugins/a") == [("vol-a", "/k/plugins/a")]
+        assert catalog.claims("/k/plugins/a/inner") == [("vol-a", "/k/plugins/a")]
+        assert catalog.claims("/k/plugins/ab") == []
+        assert catalog.claims("/k/pods/p/mount/x") == [("vol-b", "/k/pods/p/mount")]
+        assert catalog.claims("/k/pods/p") == []
+    finally:
+        catalog.close()
