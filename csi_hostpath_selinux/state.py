@@ -349,11 +349,6 @@ class Catalog:
             for r in rows
         ]
 
-    def published_volume_ids(self) -> set[str]:
-        with self._lock:
-            rows = self._db.execute("SELECT DISTINCT volume_id FROM publications").fetchall()
-        return {r[0] for r in rows}
-
     # group snapshots
 
     def add_group_snapshot(self, group: GroupSnapshot, members: Sequence[Snapshot]) -> None:
