@@ -110,8 +110,9 @@ class HealthChecker:
                     HealthStatus.INACCESSIBLE,
                     "SELinuxLabelLost" if shown is None else "SELinuxLabelChanged",
                     f"the volume was mounted at {path} with SELinux context {label}, but that "
-                    f"mount now shows {now}: it was remounted outside the driver, and pods "
-                    f"with label {label} are denied its files; {RELABEL_ACTION}",
+                    f"mount now shows {now}: it was remounted outside the driver, its files no "
+                    f"longer carry that label, and pods with label {label} may be denied them; "
+                    f"{RELABEL_ACTION}",
                 )
             ]
         try:
