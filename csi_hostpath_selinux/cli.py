@@ -13,6 +13,7 @@ from pathlib import Path
 
 from . import __version__
 from .config import DEFAULT_DRIVER_NAME, DEFAULT_ENDPOINT, DEFAULT_STATE_DIR, GIB, DriverConfig
+from .doctor import DEFAULT_EXPECTED, FEATURES, parse_expected
 from .units import parse_size
 
 
@@ -121,12 +122,32 @@ def parser() -> argparse.ArgumentParser:
         "requests (secrets redacted) (default: %(default)s)",
     )
     sub = p.add_subparsers(dest="command", metavar="COMMAND")
-    sub.add_parser(
-        "doctor",
-        help="report what SELinux and mount support this node gives the "
-        "driver, and what will therefore work; exits 1 when something is missing",
+    doctor_help = (
+        "report what SELinux and mount support this node gives the driver, and what will "
+        "therefore work; exits 1 when something the node is expected to serve cannot work (a "
+        "tool or loop devices a feature named in --expect needs, or SELinux on the host that the "
+        "driver cannot see), 0 otherwise"
+    )
+    doctor = sub.add_parser("doctor", help=doctor_help, description=doctor_help)
+    doctor.add_argument(
+        "--expect",
+        type=expected_features,
+        default=DEFAULT_EXPECTED,
+        metavar="FEATURES",
+        help="comma-separated features this node must serve, from "
+        f"{', '.join(FEATURES)}: the kinds and fsTypes of the StorageClasses in use; a tool "
+        "only another feature needs is reported, not counted (default: "
+        f"{','.join(DEFAULT_EXPECTED)})",
     )
     return p
+
+
+def expected_features(text: str) -> tuple[str, ...]:
+    """argparse type for doctor --expect."""
+    try:
+        return parse_expected(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def configure_logging(level: int) -> None:
@@ -190,7 +211,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "doctor":
         from .doctor import doctor
 
-        return doctor(sys.stdout)
+        return doctor(sys.stdout, args.expect)
     return serve(config_from(args))
 
 

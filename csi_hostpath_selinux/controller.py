@@ -28,7 +28,6 @@ class ControllerService(rpc.ControllerServicer):
         _RPC.LIST_VOLUMES,
         _RPC.GET_CAPACITY,
         _RPC.GET_VOLUME,
-        _RPC.LIST_VOLUMES_PUBLISHED_NODES,
         _RPC.SINGLE_NODE_MULTI_WRITER,
         _RPC.CREATE_DELETE_SNAPSHOT,
         _RPC.LIST_SNAPSHOTS,
@@ -135,17 +134,13 @@ class ControllerService(rpc.ControllerServicer):
     def ListVolumes(
         self, request: pb.ListVolumesRequest, context: grpc.ServicerContext
     ) -> pb.ListVolumesResponse:
+        # No status: published_node_ids lists ControllerPublishVolume's attachments, and this
+        # driver has none (attachRequired: false), so it does not advertise
+        # LIST_VOLUMES_PUBLISHED_NODES, which the spec allows only with PUBLISH_UNPUBLISH_VOLUME.
         vols, token = self.volumes.list(request.starting_token, request.max_entries)
-        published = self.catalog.published_volume_ids()
         return pb.ListVolumesResponse(
             entries=[
-                pb.ListVolumesResponse.Entry(
-                    volume=convert.volume(v, self.config),
-                    status=pb.ListVolumesResponse.VolumeStatus(
-                        published_node_ids=[self.config.node_id] if v.id in published else [],
-                    ),
-                )
-                for v in vols
+                pb.ListVolumesResponse.Entry(volume=convert.volume(v, self.config)) for v in vols
             ],
             next_token=token,
         )
@@ -154,12 +149,11 @@ class ControllerService(rpc.ControllerServicer):
         self, request: pb.ControllerGetVolumeRequest, context: grpc.ServicerContext
     ) -> pb.ControllerGetVolumeResponse:
         vol = self.volumes.get(request.volume_id)
-        published = bool(self.catalog.publications(vol.id))
+        # status is required, published_node_ids empty: node publications are not controller
+        # publications (see ListVolumes).
         return pb.ControllerGetVolumeResponse(
             volume=convert.volume(vol, self.config),
-            status=pb.ControllerGetVolumeResponse.VolumeStatus(
-                published_node_ids=[self.config.node_id] if published else [],
-            ),
+            status=pb.ControllerGetVolumeResponse.VolumeStatus(),
         )
 
     def GetCapacity(

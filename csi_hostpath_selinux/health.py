@@ -1,24 +1,38 @@
 """Volume and storage health from real signals: files, loop devices, mounts, kernel counters.
 
-Controller health looks at a volume's storage (the backend's checks). Node health adds what only
-the node sees: the staging and publish mounts, the loop device behind an image, the filesystem's
-error counter, and a mount that went read-only after an error. Storage health looks at the state
+Controller health looks at a volume's storage (the backend's checks) and, because this driver's
+controller runs on the volume's node, at label drift (below). Node health adds what only the node
+sees: the staging and publish mounts, the loop device behind an image, the filesystem's error
+counter, and a mount that went read-only after an error. Storage health looks at the state
 directory itself.
+
+Label drift: a volume staged with context=L must still show context=L in mountinfo and L on its
+root. A mount that lost the option (remounted behind the driver's back: unmounted and mounted
+again by hand, or by a tool that does not know the label) is INACCESSIBLE, because pods with label
+L are denied its files; a root that reads another label while mountinfo still shows L is DEGRADED.
+kubelet never re-checks a label after NodePublishVolume, so this is the only place it shows.
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 
-from . import loopdev
+from . import loopdev, selinux
 from .backends import Backend
 from .config import DriverConfig
 from .models import AccessType, HealthIssue, HealthStatus, Staging, StagingState, Volume
 from .mounts import MountEntry, find_mount, read_mountinfo
+from .selinux import label_from_super_options, same_label
 from .state import Catalog
 from .statedir import RESERVE_BYTES, Reserve
+
+#: What an operator does about a drifted label.
+RELABEL_ACTION = (
+    "delete the pods that use the volume on this node, so kubelet unstages it and stages it "
+    "again with the right label, and find out what remounted it"
+)
 
 #: Below this share of free space in the state directory, storage health is DEGRADED.
 LOW_SPACE_RATIO = 0.05
@@ -32,21 +46,37 @@ class HealthChecker:
         backends: Mapping[str, Backend],
         sysfs: str = "/sys",
         reserve: Reserve | None = None,
+        mountinfo: Callable[[], list[MountEntry]] = read_mountinfo,
+        read_label: Callable[[str], str | None] = selinux.read_label,
     ) -> None:
         self.config = config
         self.catalog = catalog
         self.backends = backends
         self.sysfs = Path(sysfs)
         self.reserve = reserve
+        self.mountinfo = mountinfo
+        self.read_label = read_label
 
     def controller(self, vol: Volume) -> list[HealthIssue]:
-        return self.backends[vol.kind].health(vol)
+        issues = self.backends[vol.kind].health(vol)
+        labelled = [
+            st
+            for st in self.catalog.stagings(vol.id)
+            if st.state is StagingState.READY and st.label and vol.access_type is AccessType.MOUNT
+        ]
+        if labelled:
+            table = self.mountinfo()
+            for st in labelled:
+                entry = mount_at(st.staging_path, table)
+                if entry is not None and st.label:
+                    issues += self.label_drift(st.label, st.staging_path, entry)
+        return dedupe(issues)
 
     def node(
         self, vol: Volume, publish_path: str = "", staging_path: str = ""
     ) -> list[HealthIssue]:
-        issues = self.controller(vol)
-        table = read_mountinfo()
+        issues = self.backends[vol.kind].health(vol)
+        table = self.mountinfo()
         for st in self.catalog.stagings(vol.id):
             if staging_path and st.staging_path != staging_path:
                 continue
@@ -66,9 +96,43 @@ class HealthChecker:
                             f"the volume is no longer mounted at {pub.target_path}; restart the pod",
                         )
                     )
-                elif entry.read_only and not pub.read_only:
-                    issues.append(read_only_issue(pub.target_path))
+                else:
+                    if entry.read_only and not pub.read_only:
+                        issues.append(read_only_issue(pub.target_path))
+                    if pub.label:
+                        issues += self.label_drift(pub.label, pub.target_path, entry)
         return dedupe(issues)
+
+    def label_drift(self, label: str, path: str, entry: MountEntry) -> list[HealthIssue]:
+        """A mount at path that no longer carries the label it was made with (see the module)."""
+        shown = label_from_super_options(entry.super_options)
+        if not same_label(shown, label):
+            now = f"context={shown}" if shown else "no context= option"
+            return [
+                HealthIssue(
+                    HealthStatus.INACCESSIBLE,
+                    "SELinuxLabelLost" if shown is None else "SELinuxLabelChanged",
+                    f"the volume was mounted at {path} with SELinux context {label}, but that "
+                    f"mount now shows {now}: it was remounted outside the driver, its files no "
+                    f"longer carry that label, and pods with label {label} may be denied them; "
+                    f"{RELABEL_ACTION}",
+                )
+            ]
+        try:
+            root = self.read_label(entry.mount_point)
+        except OSError as exc:
+            root = f"an unreadable label ({exc.strerror or exc})"
+        if not same_label(root, label):
+            return [
+                HealthIssue(
+                    HealthStatus.DEGRADED,
+                    "SELinuxRootLabelChanged",
+                    f"the volume at {path} shows context={label} in the mount table, but its "
+                    f"root reads {root or 'no label'}: something is mounted over it or the "
+                    f"kernel no longer applies the label; {RELABEL_ACTION}",
+                )
+            ]
+        return []
 
     def staging(self, vol: Volume, st: Staging, table: list[MountEntry]) -> list[HealthIssue]:
         issues: list[HealthIssue] = []
@@ -99,6 +163,8 @@ class HealthChecker:
             return issues
         if entry.read_only and "ro" not in st.flags:
             issues.append(read_only_issue(st.staging_path))
+        if st.label:
+            issues += self.label_drift(st.label, st.staging_path, entry)
         errors = self.fs_errors(entry)
         if errors:
             issues.append(

@@ -293,6 +293,7 @@ class NodeVolumes:
         self, vol: Volume, backend: Backend, staging_path: str, flags: MountFlags, args: StageArgs
     ) -> str:
         read_only = args.capability.access_mode.read_only
+        flags = flags.for_stage()  # nosuid,nodev unless the volume's mountOptions say otherwise
         try:
             if vol.access_type is AccessType.BLOCK:
                 request = StageRequest(

@@ -45,6 +45,8 @@ MOUNTINFO = "/proc/self/mountinfo"
 PROC_FD_PREFIX = "/proc/self/fd/"
 #: How long a mount helper may run (a network mount to a dead server can hang for minutes).
 HELPER_TIMEOUT_SECONDS = 120.0
+#: Where mount.cifs looks for a user name and password besides its options.
+HELPER_CREDENTIAL_VARIABLES = frozenset({"USER", "PASSWD", "PASSWD_FD", "PASSWD_FILE"})
 
 _ATIME = MS_NOATIME | MS_RELATIME | MS_STRICTATIME
 
@@ -420,13 +422,20 @@ class LinuxMounter:
         """Run util-linux `mount -t fs_type` (argv, no shell) for filesystems that need a helper.
 
         env is added to the driver's environment (mount.cifs reads USER and PASSWD from it, so
-        secrets never appear in argv); its values are never put in an error message.
+        secrets never appear in argv); its values are never put in an error message. The
+        credential variables of the driver's own environment are not passed on: credentials come
+        from the request or not at all.
+
+        A helper never waits for an answer: stdin is /dev/null and it runs in a session of its
+        own, without a controlling terminal, so a password prompt (mount.cifs asks on /dev/tty)
+        fails at once instead of hanging until the timeout.
         """
         argv = ["mount", "-t", fs_type]
         if options:
             argv += ["-o", ",".join(options)]
         argv += [source, target]
-        full_env = {**os.environ, **(env or {})}
+        inherited = {k: v for k, v in os.environ.items() if k not in HELPER_CREDENTIAL_VARIABLES}
+        full_env = {**inherited, **(env or {})}
         secrets = [v for v in (env or {}).values() if v]
         try:
             proc = subprocess.run(
@@ -437,6 +446,7 @@ class LinuxMounter:
                 check=False,
                 timeout=self.helper_timeout,
                 stdin=subprocess.DEVNULL,
+                start_new_session=True,
             )
         except subprocess.TimeoutExpired:
             raise MountError(

@@ -20,6 +20,18 @@ Decisions taken here (the README repeats them):
 - Labels are compared in the kernel's canonical form (``canonical()``): the kernel prints
   ``s0:c0,c1,c2`` back as ``s0:c0.c2``, so comparing the text kubelet sent with what mountinfo shows
   would report a correct mount as wrong.
+- ``context=`` may come twice: a StorageClass (through the PersistentVolume's mountOptions) may set
+  one, and kubelet appends the pod's after the mountOptions. The same label twice (compared
+  canonically) is one mount with that label; two different labels are refused with
+  INVALID_ARGUMENT (``two_contexts_message``): the request contradicts itself, and retrying it
+  unchanged can never succeed. The driver cannot see where a flag came from; it only knows that
+  kubelet puts the pod's label last, and the message says no more than that.
+- Every source of mount options (mount flags, the NFS/CIFS ``mountOptions`` parameter) goes through
+  the same checks (``check_plain_option``), and stage mounts get ``nosuid,nodev`` first
+  (``STAGE_DEFAULT_OPTIONS``), so only an explicit ``suid`` or ``dev`` in the PersistentVolume's
+  mountOptions turns them off.
+- The type of a label is never assumed: ``container_file_t`` (Fedora, RHEL), ``svirt_lxc_file_t``
+  (Debian, Ubuntu) and any custom type are handled alike.
 """
 
 from __future__ import annotations
@@ -29,7 +41,7 @@ import os
 import re
 import unicodedata
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from .errors import InvalidArgument, LabelVerificationError
 
@@ -78,6 +90,15 @@ FORBIDDEN_MOUNT_OPTIONS: dict[str, str] = {
     "sizelimit": "is a loop device setting; the driver attaches its own loop devices",
     # Names the program util-linux runs to unmount this mount later.
     "helper": "chooses the program that unmounts the volume",
+    # The same for unmounts by users (recorded in util-linux's utab).
+    "uhelper": "chooses the program that unmounts the volume",
+    # Options that name another device or file for the filesystem to open, as root, beside the
+    # volume's own storage: the driver alone chooses what a volume is made of.
+    "journal_path": "names another device for the filesystem's journal (ext4)",
+    "journal_dev": "names another device for the filesystem's journal (ext4)",
+    "logdev": "names another device for the filesystem's log (xfs)",
+    "rtdev": "names another device for the filesystem's realtime section (xfs)",
+    "source": "names the mount's source, which the driver chooses itself",
     # Mounts a subdirectory of the filesystem instead of its root (util-linux 2.39+).
     "x-mount.subdir": "mounts a subdirectory instead of the volume's root",
     # Maps file ownership through a user namespace: changes who owns every file.
@@ -88,6 +109,12 @@ FORBIDDEN_MOUNT_OPTIONS: dict[str, str] = {
     "x-mount.group": "changes the group of the target path, which the driver manages",
     "x-mount.mode": "changes the mode of the target path, which the driver manages",
 }
+
+# Every stage mount gets these first: a volume holds data that pods write, and a set-user-ID
+# program or a device node on it would work for whoever runs or opens it on this node. Options
+# given later win, so a PersistentVolume whose mountOptions say "suid" or "dev" (the
+# administrator's decision: e.g. container images stored on a volume) gets what it asks for.
+STAGE_DEFAULT_OPTIONS = ("nosuid", "nodev")
 
 # With a label, each mount needs a superblock of its own; these options stop network filesystems
 # from sharing one between mounts of the same export or share (see DESIGN.md).
@@ -298,6 +325,10 @@ class MountFlags:
     def all_options(self) -> list[str]:
         return [*self.other, *self.selinux_options()]
 
+    def for_stage(self) -> MountFlags:
+        """These flags with STAGE_DEFAULT_OPTIONS first (so the request's own options win)."""
+        return replace(self, other=(*STAGE_DEFAULT_OPTIONS, *self.other))
+
 
 def _show(text: str, limit: int = 80) -> str:
     """A flag quoted for a message: control and non-ASCII characters escaped, long ones cut."""
@@ -365,14 +396,17 @@ def parse_mount_flags(flags: Sequence[str]) -> MountFlags:
     silently ignore, or that would let the request choose a different source or propagation.
     """
     labels: dict[str, SELinuxLabel] = {}
+    contexts: list[SELinuxLabel] = []
     other: list[str] = []
     for entry in flags:
         try:
-            plain = _parse_entry(entry, labels)
+            plain = _parse_entry(entry, labels, contexts)
         except ValueError as exc:
             raise InvalidArgument(f"mount flag {_show(entry)} is invalid: {exc}") from None
         if plain is not None:
             other.append(plain)
+    if contexts:
+        labels["context"] = _one_context(contexts)
 
     total = sum(len(option.encode("utf-8", "surrogatepass")) + 1 for option in other) + sum(
         len(key) + len(str(label)) + 4 for key, label in labels.items()
@@ -404,9 +438,20 @@ def parse_mount_flags(flags: Sequence[str]) -> MountFlags:
     )
 
 
-def _parse_entry(entry: str, labels: dict[str, SELinuxLabel]) -> str | None:
-    """Record the SELinux options of one entry in labels; return what is left for ``other``:
-    the entry exactly as given when it has no SELinux option, else its plain pieces re-joined."""
+def _one_context(contexts: Sequence[SELinuxLabel]) -> SELinuxLabel:
+    """The one label of every context= given: all the same (canonically), or InvalidArgument."""
+    last = contexts[-1]
+    if all(same_label(str(c), str(last)) for c in contexts):
+        return last
+    raise InvalidArgument(two_contexts_message(contexts))
+
+
+def _parse_entry(
+    entry: str, labels: dict[str, SELinuxLabel], contexts: list[SELinuxLabel]
+) -> str | None:
+    """Record the SELinux options of one entry in labels (context= in contexts, in order: it may
+    come twice); return what is left for ``other``: the entry exactly as given when it has no
+    SELinux option, else its plain pieces re-joined."""
     _check_entry_text(entry)
     spans = _piece_spans(entry)
     plain: list[str] = []
@@ -432,7 +477,7 @@ def _parse_entry(entry: str, labels: dict[str, SELinuxLabel]) -> str | None:
             if key in labels:
                 raise ValueError(f'{key}= is given more than once (already {key}="{labels[key]}")')
             try:
-                labels[key] = _label_value(key, value)
+                label = _label_value(key, value)
             except ValueError as exc:
                 hint = ""
                 if not value.startswith('"') and "," in value:
@@ -441,7 +486,16 @@ def _parse_entry(entry: str, labels: dict[str, SELinuxLabel]) -> str | None:
                         'as in context="...", or put other options in flags of their own)'
                     )
                 raise ValueError(f"{exc}{hint}") from None
+            if key == "context":
+                contexts.append(label)
+            else:
+                labels[key] = label
             continue
+        if piece.startswith('"') and found_selinux:
+            raise ValueError(
+                f"{_show(piece)} follows a quoted SELinux label after a comma: a label goes "
+                'inside one pair of double quotes, as in context="user:role:type:s0:c1,c2"'
+            )
         _check_plain_piece(piece, key)
         plain.append(piece)
     if not found_selinux:
@@ -449,17 +503,35 @@ def _parse_entry(entry: str, labels: dict[str, SELinuxLabel]) -> str | None:
     return ",".join(plain) if plain else None
 
 
-def _check_plain_piece(piece: str, key: str) -> None:
+def _check_plain_piece(piece: str, key: str, source: str = "mount flags") -> None:
     if not piece:
         raise ValueError("it has an empty option between commas")
     if piece != piece.strip():
         raise ValueError(f"option {_show(piece)} has whitespace around it")
+    if piece.startswith('"'):
+        raise ValueError(f"option {_show(piece)} starts with a double quote: it has no name")
     lowered = key.lower()
     if lowered in SELINUX_OPTION_KEYS:
         raise ValueError(f"SELinux option {key}= must be written in lower case ({lowered}=)")
     reason = FORBIDDEN_MOUNT_OPTIONS.get(lowered)
     if reason is not None:
-        raise ValueError(f"option {_show(key)} is not allowed in mount flags: it {reason}")
+        raise ValueError(f"option {_show(key)} is not allowed in {source}: it {reason}")
+
+
+def check_plain_option(option: str, source: str) -> None:
+    """The policy of mount flags for one option of another source (source names it in the
+    message): no controls, no forbidden option, no SELinux option. Raises InvalidArgument."""
+    try:
+        _check_entry_text(option)
+        key = option.partition("=")[0]
+        if key.lower() in SELINUX_OPTION_KEYS:
+            raise ValueError(
+                "SELinux options do not belong here: kubelet sends the pod's label at "
+                "NodeStageVolume"
+            )
+        _check_plain_piece(option, key, source)
+    except ValueError as exc:
+        raise InvalidArgument(f"{source}: option {_show(option)} is invalid: {exc}") from None
 
 
 def with_filesystem_extras(fs_type: str, options: Sequence[str], labelled: bool) -> list[str]:
@@ -495,14 +567,73 @@ def label_from_super_options(super_options: Sequence[str]) -> str | None:
 # messages
 
 
+_LABEL_FIELDS = ("user", "role", "type", "level")
+
+
+def label_difference(a: str, b: str) -> list[tuple[str, str, str]]:
+    """The fields in which two labels differ, as (field, in a, in b); levels compared in the
+    kernel's canonical form. [] when they are the same or one of them is not a valid label."""
+    try:
+        first, second = SELinuxLabel.parse(a), SELinuxLabel.parse(b)
+    except ValueError:
+        return []
+    found = []
+    for name in _LABEL_FIELDS:
+        mine, theirs = getattr(first, name), getattr(second, name)
+        if name == "level":
+            low_a, high_a = _parse_level(mine)
+            low_b, high_b = _parse_level(theirs)
+            if (low_a, high_a) == (low_b, high_b):
+                continue
+        elif mine == theirs:
+            continue
+        found.append((name, mine, theirs))
+    return found
+
+
+def _difference_text(a: str, b: str, prefix: str = "") -> str:
+    parts = [f"{prefix}{name} ({x} versus {y})" for name, x, y in label_difference(a, b)]
+    return f" They differ in {' and '.join(parts)}." if parts else ""
+
+
 def conflict_message(volume_id: str, where: str, have: str | None, want: str | None) -> str:
     """Why a volume cannot get the label a pod asks for on this node, for the pod's events."""
     have_text = f"with SELinux context {have}" if have else "without an SELinux context"
     want_text = f"needs context {want}" if want else "needs it without an SELinux context"
+    differ = _difference_text(have, want, "seLinuxOptions.") if have and want else ""
     return (
         f"volume {volume_id} is mounted on this node at {where} {have_text}; this pod "
-        f"{want_text}. Pods that share a volume on one node must use the same SELinux label "
-        "(pod.spec.securityContext.seLinuxOptions), or set seLinuxChangePolicy: Recursive"
+        f"{want_text}.{differ} Pods that share a volume on one node must use the same SELinux "
+        "label (pod.spec.securityContext.seLinuxOptions), or set seLinuxChangePolicy: Recursive"
+    )
+
+
+def two_contexts_message(contexts: Sequence[SELinuxLabel]) -> str:
+    """Why mount flags holding context= with different labels are refused, and the ways out.
+
+    The driver sees only the order of the flags: kubelet appends the pod's label after the
+    PersistentVolume's mountOptions, so the last context= is the one kubelet adds and the earlier
+    ones are the mountOptions' (or a hand-made request's)."""
+    earlier, last = [str(c) for c in contexts[:-1]], str(contexts[-1])
+    shown = ", ".join(f'context="{c}"' for c in dict.fromkeys(earlier))
+    if not all(same_label(c, earlier[0]) for c in earlier):
+        return (
+            f"the mount flags set context= {len(contexts)} times with different labels ({shown}, "
+            f'then context="{last}"): the earlier ones come from the volume\'s mountOptions '
+            "(the PersistentVolume's, usually copied from its StorageClass), which may set one "
+            "label at most. Fix the mountOptions to a single context="
+        )
+    return (
+        f"the mount flags ask for two SELinux contexts: {shown}, given first, and "
+        f'context="{last}", given last.{_difference_text(earlier[0], last)} kubelet appends the '
+        "pod's label (pod.spec.securityContext.seLinuxOptions) after the volume's mountOptions, "
+        "so the first comes from the PersistentVolume's mountOptions (usually copied from its "
+        "StorageClass) and the last from the pod (the driver sees only their order); a volume "
+        "carries one label. Either set "
+        "seLinuxChangePolicy: Recursive on the pod, so kubelet sends no label and the volume is "
+        "mounted with the mountOptions' label (the pod's own label must be allowed to use it), "
+        "or remove context= from the StorageClass's mountOptions (and from the mountOptions of "
+        "PersistentVolumes already made from it), so the volume takes the pod's label"
     )
 
 

@@ -416,10 +416,6 @@ class Catalog:
             rows = self._db.execute(query, {"p": path}).fetchall()
         return [(str(r[0]), str(r[1])) for r in rows]
 
-    def published_volume_ids(self) -> set[str]:
-        with self._lock:
-            rows = self._db.execute("SELECT DISTINCT volume_id FROM publications").fetchall()
-        return {r[0] for r in rows}
 
     # group snapshots
 

@@ -23,7 +23,7 @@ from typing import ClassVar
 from ..errors import Internal, InvalidArgument, Unavailable
 from ..models import HealthIssue, HealthStatus, Volume
 from ..mounts import MountError
-from ..selinux import with_filesystem_extras
+from ..selinux import check_plain_option, split_outside_quotes, with_filesystem_extras
 from .base import Backend, StageRequest
 
 ON_DELETE = ("delete", "retain")
@@ -44,18 +44,21 @@ def check_share_path(path: str, field: str) -> str:
     return path
 
 
+#: Last on the controller's own share mounts, so they always win: the driver runs nothing from
+#: a share and opens no device on it.
+WORK_MOUNT_OPTIONS = ("nosuid", "nodev", "noexec")
+
+
 def check_mount_options(text: str) -> list[str]:
-    """The controller-side mountOptions parameter: comma-separated, with no SELinux options."""
-    options = [o.strip() for o in text.split(",") if o.strip()]
+    """The controller-side mountOptions parameter: comma-separated, checked option by option
+    with the policy of mount flags (check_plain_option), and no SELinux options."""
+    try:
+        pieces = split_outside_quotes(text)
+    except ValueError as exc:
+        raise InvalidArgument(f"parameter mountOptions is invalid: {exc}") from None
+    options = [o.strip() for o in pieces if o.strip()]
     for option in options:
-        key = option.split("=", 1)[0]
-        if key in ("context", "fscontext", "defcontext", "rootcontext"):
-            raise InvalidArgument(
-                "parameter mountOptions must not set SELinux options: kubelet sends the pod's "
-                "label at NodeStageVolume"
-            )
-        if "\x00" in option or "\n" in option:
-            raise InvalidArgument("parameter mountOptions must not contain NULs or newlines")
+        check_plain_option(option, "parameter mountOptions")
     return options
 
 
@@ -96,6 +99,7 @@ class NetworkBackend(Backend, abc.ABC):
         work = self.env.work_dir / volume.id
         work.mkdir(parents=True, exist_ok=True, mode=0o700)
         options = check_mount_options(volume.parameters.get("mountOptions", ""))
+        options += WORK_MOUNT_OPTIONS
         try:
             self.env.mounter.mount_helper(
                 self.share_source(volume),

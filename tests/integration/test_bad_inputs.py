@@ -201,6 +201,30 @@ ROWS = [
         "only provisions on node test-node",
     ),
     Row(
+        "CreateVolume of a CIFS volume without secrets",
+        lambda e: e.csi.controller.CreateVolume(
+            create_req(fs="", params={"kind": "cifs", "source": "//127.0.0.1/share"})
+        ),
+        C.INVALID_ARGUMENT,
+        "csi.storage.k8s.io/provisioner-secret-name",
+    ),
+    Row(
+        "CreateVolume of an NFS volume with remount in mountOptions",
+        lambda e: e.csi.controller.CreateVolume(
+            create_req(
+                fs="",
+                params={
+                    "kind": "nfs",
+                    "server": "127.0.0.1",
+                    "share": "/srv",
+                    "mountOptions": "vers=4.2,remount",
+                },
+            )
+        ),
+        C.INVALID_ARGUMENT,
+        "parameter mountOptions",
+    ),
+    Row(
         "NodeStageVolume of an id with '..'",
         lambda e: stage(e, vol="../../etc"),
         C.NOT_FOUND,
@@ -237,10 +261,28 @@ ROWS = [
         "context",
     ),
     Row(
-        "NodeStageVolume, context twice",
-        lambda e: stage(e, flags=(context_flag(L1), context_flag(L2))),
+        "NodeStageVolume, a StorageClass context other than the pod's",
+        lambda e: stage(e, flags=(f"context={L1}", context_flag(L2))),
         C.INVALID_ARGUMENT,
-        "context",
+        "remove context= from the StorageClass's mountOptions",
+    ),
+    Row(
+        "NodeStageVolume, text after a quoted context",
+        lambda e: stage(e, flags=(f'context="{L1}","b"',)),
+        C.INVALID_ARGUMENT,
+        "follows a quoted SELinux label",
+    ),
+    Row(
+        "NodeStageVolume, uhelper=",
+        lambda e: stage(e, flags=("uhelper=udisks2",)),
+        C.INVALID_ARGUMENT,
+        "uhelper",
+    ),
+    Row(
+        "NodeStageVolume, an option naming another device",
+        lambda e: stage(e, flags=("journal_path=/dev/sda1",)),
+        C.INVALID_ARGUMENT,
+        "journal_path",
     ),
     Row(
         "NodeStageVolume, context with fscontext",

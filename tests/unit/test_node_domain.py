@@ -16,7 +16,7 @@ import pytest
 from csi_hostpath_selinux import mounting
 from csi_hostpath_selinux.backends import BACKENDS, Backend, BackendEnv
 from csi_hostpath_selinux.config import DriverConfig
-from csi_hostpath_selinux.errors import AlreadyExists, FailedPrecondition
+from csi_hostpath_selinux.errors import AlreadyExists, FailedPrecondition, InvalidArgument
 from csi_hostpath_selinux.locks import OperationLocks
 from csi_hostpath_selinux.metrics import Metrics
 from csi_hostpath_selinux.models import AccessMode, AccessType, Capability, Volume
@@ -165,3 +165,81 @@ def test_unlabelled_helper_mount_needs_no_selinux(world: World) -> None:
     world.stage(vol, None)
     ((_, _, _, options, _),) = helper_calls(world.fake)
     assert "nosharecache" not in options and not any("context" in o for o in options)
+
+
+# A StorageClass that sets context= in its mountOptions: kubelet appends the pod's label after it.
+
+SVIRT = "system_u:object_r:svirt_lxc_file_t:s0:c1,c2"
+CUSTOM = "system_u:object_r:acme_volume_t:s0:c1,c2"
+
+
+def stage_with_flags(world: World, vol: Volume, flags: tuple[str, ...]) -> str:
+    cap = Capability(AccessType.MOUNT, AccessMode.SINGLE_NODE_WRITER, "", flags)
+    staging = str(world.kubelet / "plugins" / f"{vol.id}-globalmount")
+    world.node.stage(StageArgs(vol.id, staging, cap, {"username": "u", "password": "p"}))
+    return staging
+
+
+def publish_with_flags(world: World, vol: Volume, staging: str, flags: tuple[str, ...]) -> None:
+    target = world.kubelet / "pods" / "uid" / "mount"
+    target.parent.mkdir(exist_ok=True)
+    cap = Capability(AccessType.MOUNT, AccessMode.SINGLE_NODE_WRITER, "", flags)
+    (staged,) = world.catalog.stagings(vol.id)
+    with pytest.MonkeyPatch.context() as patch:
+        # What the kernel would show: a bind mount reads the staged label.
+        patch.setattr(mounting, "read_label", lambda path: staged.label)
+        world.node.publish(PublishArgs(vol.id, staging, str(target), cap, False))
+
+
+def test_site_default_label_from_the_storage_class_alone(world: World) -> None:
+    """A pod without seLinuxOptions.level: kubelet sends only the StorageClass's context=."""
+    vol = world.volume("nfs", server="nfs.example", share="/srv")
+    flags = ("nfsvers=4.2", f"context={L1}")  # as an administrator writes it, unquoted
+    staging = stage_with_flags(world, vol, flags)
+    ((_, _, _, options, _),) = helper_calls(world.fake)
+    assert [o for o in options if "context" in o] == [f'context="{L1}"']
+    assert [s.label for s in world.catalog.stagings(vol.id)] == [L1]
+    publish_with_flags(world, vol, staging, flags)
+    assert len(world.catalog.publications(vol.id)) == 1
+
+
+@pytest.mark.parametrize("pod", [L1, "system_u:object_r:container_file_t:s0:c2,c1"])
+def test_storage_class_label_equal_to_the_pods_is_mounted_once(world: World, pod: str) -> None:
+    vol = world.volume("nfs", server="nfs.example", share="/srv")
+    flags = (f"context={L1}", f'context="{pod}"')
+    staging = stage_with_flags(world, vol, flags)
+    ((_, _, _, options, _),) = helper_calls(world.fake)
+    assert len([o for o in options if "context" in o]) == 1
+    publish_with_flags(world, vol, staging, flags)
+    assert world.metrics.counter("selinux_label_conflicts_total") == 0
+
+
+def test_storage_class_label_other_than_the_pods_is_refused_before_mounting(world: World) -> None:
+    vol = world.volume("nfs", server="nfs.example", share="/srv")
+    with pytest.raises(InvalidArgument) as info:
+        stage_with_flags(world, vol, (f"context={L1}", f'context="{L2}"'))
+    assert f'context="{L1}", given first' in info.value.message
+    assert f'context="{L2}", given last' in info.value.message
+    assert helper_calls(world.fake) == []
+    assert world.catalog.stagings() == []
+
+
+@pytest.mark.parametrize(("first", "second"), [(SVIRT, L1), (CUSTOM, SVIRT), (L1, CUSTOM)])
+def test_types_other_than_container_file_t(world: World, first: str, second: str) -> None:
+    """Nothing assumes container_file_t: a volume staged with any type keeps it, shares it with
+    pods of the same label, and refuses another type naming both."""
+    vol = world.volume("nfs", server="nfs.example", share="/srv")
+    staging = world.stage(vol, first)
+    ((_, _, _, options, _),) = helper_calls(world.fake)
+    assert f'context="{first}"' in options
+    publish_with_flags(world, vol, staging, (f'context="{first}"',))
+    with pytest.raises(FailedPrecondition) as info:
+        cap = Capability(
+            AccessType.MOUNT, AccessMode.SINGLE_NODE_WRITER, "", (f'context="{second}"',)
+        )
+        other = world.kubelet / "pods" / "uid2" / "mount"
+        other.parent.mkdir()
+        world.node.publish(PublishArgs(vol.id, staging, str(other), cap, False))
+    first_type, second_type = first.split(":")[2], second.split(":")[2]
+    assert first in info.value.message and second in info.value.message
+    assert f"seLinuxOptions.type ({first_type} versus {second_type})" in info.value.message

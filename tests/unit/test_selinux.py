@@ -225,10 +225,20 @@ def test_mount_flags_are_read_as_kubelet_sends_them(
         ([f'context="{L1}\\"'], r"contains \\"),
         (['context="../../etc:object_r:t:s0"'], "contains /"),
         (['context="u:r:t:s0:c1,c2\u00e9"'], "outside printable ASCII"),
-        ([f'context="{L1}"', f'context="{L1}"'], "more than once"),
-        ([f'context="{L1}"', f'context="{L2}"'], "more than once"),
-        ([f'context="{L1}",context="{L1}"'], "more than once"),
         (['rootcontext="u:r:t:s0"', 'rootcontext="u:r:t:s0"'], "rootcontext= is given more"),
+        (['fscontext="u:r:t:s0"', 'fscontext="u:r:t:s0"'], "fscontext= is given more"),
+        # Trailing junk after a quoted label is refused here, not left to the kernel.
+        ([f'context="{L1}","b"'], "follows a quoted SELinux label"),
+        ([f'ro,context="{L1}","s0"'], "follows a quoted SELinux label"),
+        (['"b"'], "starts with a double quote"),
+        (['noatime,"x=1"'], "starts with a double quote"),
+        # Options that name another device or unmount helper.
+        (["uhelper=udisks2"], "unmounts the volume"),
+        (["journal_path=/dev/sda1"], "journal"),
+        (["noatime,journal_dev=0x801"], "journal"),
+        (["logdev=/dev/sdb"], "log"),
+        (["rtdev=/dev/sdc"], "realtime"),
+        (["source=/dev/sda"], "source"),
         # An unquoted value runs to the end of its entry; the hint says to quote it.
         ([f"context={L1},ro"], "category 'ro'.*quote it"),
         ([f'context="{L1}"', 'fscontext="u:r:t:s0"'], "cannot be used together"),
@@ -299,6 +309,124 @@ def test_forbidden_list_holds_what_the_brief_requires() -> None:
         assert option in FORBIDDEN_MOUNT_OPTIONS
     assert "defaults" not in FORBIDDEN_MOUNT_OPTIONS
     assert all(reason for reason in FORBIDDEN_MOUNT_OPTIONS.values())
+
+
+# ---------------------------------------------------------------------------------------------
+# context= twice: a StorageClass's mountOptions and the pod's label (kubelet appends its own last)
+
+SVIRT = "system_u:object_r:svirt_lxc_file_t:s0:c1,c2"
+CUSTOM = "staff_u:object_r:acme.volume_file_t:s0-s0:c0.c9"
+
+
+@pytest.mark.parametrize(
+    "flags",
+    [
+        # the StorageClass wrote the label as kubelet does, or unquoted, or among other options
+        [f'context="{L1}"', f'context="{L1}"'],
+        [f"context={L1}", f'context="{L1}"'],
+        [f'noatime,context="{L1}"', f'context="{L1}"'],
+        # the same label in other spellings of its categories
+        ['context="u:r:t:s0:c2,c0,c1"', 'context="u:r:t:s0:c0.c2"'],
+        [f'context="{SVIRT}"', f'context="{SVIRT}"'],
+        [f'context="{CUSTOM}"', f'context="{CUSTOM}"', f'context="{CUSTOM}"'],
+    ],
+)
+def test_the_same_context_twice_is_one_label(flags: list[str]) -> None:
+    parsed = parse_mount_flags(flags)
+    assert parsed.context is not None
+    assert same_label(str(parsed.context), flags[-1].split("=", 1)[1].strip('"'))
+    assert len([o for o in parsed.all_options() if o.startswith("context=")]) == 1, (
+        "mounted once, with one context option"
+    )
+
+
+@pytest.mark.parametrize(
+    ("storage_class", "pod", "differ"),
+    [
+        (L1, L2, "level (s0:c15,c25 versus s0:c1,c2)"),
+        (L2, SVIRT, "type (container_file_t versus svirt_lxc_file_t)"),
+        (SVIRT, CUSTOM, "user (system_u versus staff_u) and type"),
+    ],
+)
+def test_storage_class_context_and_another_pod_label_are_refused(
+    storage_class: str, pod: str, differ: str
+) -> None:
+    with pytest.raises(InvalidArgument) as info:
+        parse_mount_flags(["noatime", f"context={storage_class}", f'context="{pod}"'])
+    message = info.value.message
+    assert f'context="{storage_class}", given first' in message
+    assert f'context="{pod}", given last' in message
+    assert differ in message
+    assert "StorageClass" in message and "pod.spec.securityContext.seLinuxOptions" in message
+    assert "seLinuxChangePolicy: Recursive" in message, "way out 1"
+    assert "remove context= from the StorageClass's mountOptions" in message, "way out 2"
+    assert "the driver sees only their order" in message, "it claims no more than it can know"
+
+
+def test_mount_options_with_two_different_contexts_say_so() -> None:
+    with pytest.raises(InvalidArgument) as info:
+        parse_mount_flags([f'context="{L1}"', f'context="{L2}"', f'context="{L2}"'])
+    assert "3 times with different labels" in info.value.message
+    assert "may set one label at most" in info.value.message
+
+
+@pytest.mark.parametrize(
+    ("label", "type_"), [(SVIRT, "svirt_lxc_file_t"), (CUSTOM, "acme.volume_file_t")]
+)
+def test_types_other_than_container_file_t_are_labels_like_any_other(
+    label: str, type_: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    parsed = parse_mount_flags([f'context="{label}"'])
+    assert parsed.context is not None and parsed.context.type == type_
+    assert parsed.selinux_options() == [f'context="{label}"']
+    canonical = SELinuxLabel.parse(label).canonical()
+    monkeypatch.setattr(selinux, "read_label", lambda path: canonical)
+    verify_mounted_label("/m", ("rw", f'context="{canonical}"'), parsed.context, GOOD)
+    other = L2 if type_ != "container_file_t" else SVIRT
+    assert not same_label(label, other)
+
+
+def test_conflict_message_names_the_field_that_differs() -> None:
+    by_type = conflict_message("v", "/s", L2, SVIRT)
+    assert "They differ in seLinuxOptions.type (container_file_t versus svirt_lxc_file_t)." in (
+        by_type
+    )
+    assert "level" not in by_type.split("They differ")[1].split(".")[1], "the levels are equal"
+    by_level = conflict_message("v", "/s", SVIRT, SVIRT.replace("c1,c2", "c3,c4"))
+    assert "They differ in seLinuxOptions.level (s0:c1,c2 versus s0:c3,c4)." in by_level
+    custom = conflict_message("v", "/s", CUSTOM, CUSTOM.replace("acme.volume_file_t", "x_t"))
+    assert "seLinuxOptions.type (acme.volume_file_t versus x_t)" in custom
+    assert "differ in" not in conflict_message("v", "/s", "u:r:t:s0:c0,c1,c2", "u:r:t:s0:c0.c2")
+
+
+def test_stage_defaults_come_first_so_the_volumes_own_options_win() -> None:
+    plain = parse_mount_flags([f'context="{L1}"']).for_stage()
+    assert plain.other == ("nosuid", "nodev")
+    assert plain.context == parse_mount_flags([f'context="{L1}"']).context
+    explicit = parse_mount_flags(["suid,dev"]).for_stage()
+    assert explicit.other == ("nosuid", "nodev", "suid,dev")
+
+
+@pytest.mark.parametrize(
+    ("option", "words"),
+    [
+        ("remount", "changes an existing mount"),
+        ("bind", "bind mount"),
+        ("helper=x", "unmounts the volume"),
+        ("X-mount.idmap=b:0:1000:1", "ownership"),
+        ('context="u:r:t:s0"', "do not belong here"),
+        ("ro\nx", None),
+        ('"q"', "double quote"),
+        ("a\x00b", None),
+    ],
+)
+def test_other_option_sources_get_the_same_policy(option: str, words: str | None) -> None:
+    option = option.encode().decode("unicode_escape")
+    with pytest.raises(InvalidArgument) as info:
+        selinux.check_plain_option(option, "parameter mountOptions")
+    assert info.value.message.startswith("parameter mountOptions: option")
+    if words:
+        assert words in info.value.message
 
 
 def test_all_selinux_options_are_kept_quoted_in_order() -> None:

@@ -101,7 +101,6 @@ def test_stagings_publications_snapshots(tmp_path: Path) -> None:
     pub = Publication(vol.id, "/t", "/s", True, None, (), 7)
     cat.put_publication(pub)
     assert cat.publications(vol.id) == [pub]
-    assert cat.published_volume_ids() == {vol.id}
     cat.remove_publication(vol.id, "/t")
     cat.remove_staging(vol.id, "/s")
     assert cat.publications() == [] and cat.stagings() == []

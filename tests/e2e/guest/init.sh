@@ -54,8 +54,8 @@ rpc.nfsd -H 127.0.0.1 4
 exportfs -v
 
 say "starting Samba on loopback"
-mkdir -p /srv/smb /run/samba /var/log/samba /var/lib/samba/private
-chmod 0777 /srv/smb
+mkdir -p /srv/smb /srv/smb-guest /run/samba /var/log/samba /var/lib/samba/private
+chmod 0777 /srv/smb /srv/smb-guest
 cat >/etc/samba/smb.conf <<'EOF'
 [global]
    server role = standalone server
@@ -64,13 +64,19 @@ cat >/etc/samba/smb.conf <<'EOF'
    disable netbios = yes
    smb ports = 445
    server min protocol = SMB2_10
-   map to guest = never
+   map to guest = bad user
    log file = /var/log/samba/log.%m
    log level = 1
 [share]
    path = /srv/smb
    read only = no
    valid users = e2e
+   force user = root
+[guest]
+   path = /srv/smb-guest
+   read only = no
+   guest ok = yes
+   guest only = yes
    force user = root
 EOF
 printf 'e2e-password\ne2e-password\n' | smbpasswd -s -a e2e >/dev/null
