@@ -606,9 +606,12 @@ class NodeVolumes:
 
     def published_path(self, vol: Volume, volume_path: str) -> str:
         """volume_path when it is one of the volume's publications or stagings and the volume
-        is mounted there; INVALID_ARGUMENT outside kubelet's directory, NOT_FOUND otherwise
-        (touching nothing)."""
-        path = self.known_path(vol, volume_path, "volume_path")
+        is mounted there; NOT_FOUND otherwise, naming why (outside kubelet's directory, not
+        absolute, ...), touching nothing: the spec's code for "not published at that path"."""
+        try:
+            path = self.known_path(vol, volume_path, "volume_path")
+        except InvalidArgument as exc:
+            raise NotFound(f"volume {vol.id} is not at {volume_path!r}: {exc.message}") from exc
         recorded = {p.target_path for p in self.catalog.publications(vol.id)}
         recorded |= {s.staging_path for s in self.catalog.stagings(vol.id)}
         if path not in recorded or not self.mounted(path):

@@ -319,7 +319,7 @@ ROWS = [
         lambda e: e.csi.node.NodeGetVolumeStats(
             pb.NodeGetVolumeStatsRequest(volume_id=e.volume_id, volume_path="/proc")
         ),
-        C.INVALID_ARGUMENT,
+        C.NOT_FOUND,
         "not below kubelet's directory",
     ),
     Row(
@@ -331,7 +331,7 @@ ROWS = [
                 capacity_range=pb.CapacityRange(required_bytes=GIB),
             )
         ),
-        C.INVALID_ARGUMENT,
+        C.NOT_FOUND,
         "not below kubelet's directory",
     ),
     Row(
