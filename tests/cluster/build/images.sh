@@ -7,6 +7,7 @@
 #   images.sh busybox OUT REF                    Debian's busybox-static with all applet links
 #   images.sh binary  OUT REF BINARY [LABEL=V…]  one static binary as /NAME, the entrypoint
 #   images.sh e2e     AGNHOST DIR REGISTRY       the images the upstream e2e storage suites use
+#   images.sh rootfs  OUT REF DIR [umoci config args…]   any root filesystem directory
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 
@@ -105,6 +106,11 @@ e2e)
         --config.entrypoint /agnhost --config.cmd pause \
         --config.label "org.opencontainers.image.description=$standin (agnhost of k8s.io/kubernetes test/images/agnhost on busybox)"
     rm -rf "$r"
+    ;;
+rootfs)
+    out=$1 ref=$2 dir=$3
+    shift 3
+    oci_image "$dir" "$out" "$ref" "$@"
     ;;
 *)
     echo "images.sh: unknown mode $mode" >&2

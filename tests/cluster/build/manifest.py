@@ -33,9 +33,18 @@ def main() -> None:
     images_dir = Path(env["IMAGES"])
     runc = shutil.which("runc") or "/usr/sbin/runc"
     bins = {
-        **{name: k8s_bin / name for name in (
-            "kube-apiserver", "kube-controller-manager", "kube-scheduler", "kubelet", "kubectl",
-            "e2e.test", "ginkgo")},
+        **{
+            name: k8s_bin / name
+            for name in (
+                "kube-apiserver",
+                "kube-controller-manager",
+                "kube-scheduler",
+                "kubelet",
+                "kubectl",
+                "e2e.test",
+                "ginkgo",
+            )
+        },
         "etcd": Path(env["ETCD_DIR"]) / "etcd",
         "containerd": Path(env["CONTAINERD_DIR"]) / "containerd",
         "containerd-shim-runc-v2": Path(env["CONTAINERD_DIR"]) / "containerd-shim-runc-v2",
@@ -43,9 +52,20 @@ def main() -> None:
         "runc": Path(runc),
     }
     required_bins = set(bins) - {"ginkgo"}
-    logical = ["pause", "busybox", "driver", "csi-provisioner", "csi-snapshotter",
-               "snapshot-controller", "node-driver-registrar", "livenessprobe",
-               "e2e-busybox", "agnhost", "e2e-nginx", "e2e-glibc-dns-testing"]
+    logical = [
+        "pause",
+        "busybox",
+        "driver",
+        "csi-provisioner",
+        "csi-snapshotter",
+        "snapshot-controller",
+        "node-driver-registrar",
+        "livenessprobe",
+        "e2e-busybox",
+        "agnhost",
+        "e2e-nginx",
+        "e2e-glibc-dns-testing",
+    ]
     images = {}
     for name in logical:
         archive = images_dir / f"{name}.tar"
