@@ -95,7 +95,7 @@ step csi-provisioner "$PROVISIONER_VERSION" "$images/csi-provisioner.tar" \
 
 # --- The driver image from the project's Dockerfile, with stand-in bases -------------------------
 driver_key=$(driver_context_hash)
-step driver-bases "$GO_BASE_TOOLCHAIN-v1" "$CACHE/bases/python.tar" \
+step driver-bases "$GO_BASE_TOOLCHAIN-$(src_hash "$here/bases.sh")" "$CACHE/bases/python.tar" \
     "$here/bases.sh" "$CACHE/bases" "$GO_BASE_TOOLCHAIN"
 step image-driver "$driver_key" "$images/driver.tar" \
     "$here/driver-image.sh" "$repo" "$CACHE/bases" "$images/driver.tar" "$DRIVER_REF"

@@ -58,7 +58,7 @@ src_hash() {
 
 # The driver image depends on what the Dockerfile copies and on the build scripts.
 driver_context_hash() {
-    (cd "$repo" && git ls-files -z -- Dockerfile .dockerignore pyproject.toml setup.py README.md \
+    (cd "$repo" && git ls-files -z --cached --others --exclude-standard -- Dockerfile .dockerignore pyproject.toml setup.py README.md \
         csi-spec csi_hostpath_selinux | xargs -0 sha256sum
      sha256sum "$here/driver-image.sh" "$here/bases.sh") | sha256sum | cut -c1-16
 }
@@ -73,6 +73,7 @@ build_sidecar() {
     moddir=$(go mod download -json "$module@$version" | python3 -c 'import json,sys; print(json.load(sys.stdin)["Dir"])')
     src=$out.src
     rm -rf "$src" "$out"
+    mkdir -p "$(dirname "$out")"
     cp -r "$moddir" "$src"
     chmod -R u+w "$src"
     (
