@@ -34,10 +34,16 @@ step() {
     if [[ -e $stamp && -e $output ]]; then
         return 0
     fi
-    log "$name ($key): building"
+    log "$name ($key): building, log in $CACHE/logs/$name.log"
     local t0=$SECONDS
-    "$@"
+    mkdir -p "$CACHE/logs"
+    if ! "$@" >"$CACHE/logs/$name.log" 2>&1; then
+        tail -n 40 "$CACHE/logs/$name.log" >&2
+        log "$name: FAILED after $((SECONDS - t0)) s (whole log: $CACHE/logs/$name.log)"
+        return 1
+    fi
     [[ -e $output ]] || { log "$name: $output was not made"; return 1; }
+    built=1
     mkdir -p "$CACHE/stamps"
     rm -f "$CACHE/stamps/$name".*
     echo "$((SECONDS - t0))" >"$stamp"
@@ -46,6 +52,7 @@ step() {
 
 mkdir -p "$CACHE"
 t_all=$SECONDS
+built=0
 source "$here/lib.sh"
 
 # --- Host tools (Debian): image tools, runc, CNI plugins, busybox, gcc for pause ---------------
@@ -70,7 +77,7 @@ k8s_key="$K8S_VERSION-$(go env GOVERSION)-r$K8S_BUILD_REV"
 step kubernetes "$k8s_key" "$k8s_bin/e2e.test" \
     nice -n "$NICE" "$here/kubernetes.sh" "$K8S_VERSION" "$k8s_bin"
 
-write_manifest partial
+((built)) && write_manifest partial
 
 # --- Images: pause, busybox --------------------------------------------------------------------
 images=$CACHE/images
@@ -85,7 +92,7 @@ standins_key=$(src_hash "$repo/tests/cluster/standins" "$here/images.sh")
 standins=$CACHE/standins/$standins_key
 step standins "$standins_key" "$images/livenessprobe.tar" build_standins "$standins" "$images"
 
-write_manifest partial
+((built)) && write_manifest partial
 
 # --- kubernetes-csi sidecars from the Go module proxy -------------------------------------------
 prov_bin=$CACHE/go/external-provisioner@$PROVISIONER_VERSION
@@ -100,7 +107,7 @@ step driver-bases "$GO_BASE_TOOLCHAIN-$(src_hash "$here/bases.sh")" "$CACHE/base
 step image-driver "$driver_key" "$images/driver.tar" \
     "$here/driver-image.sh" "$repo" "$CACHE/bases" "$images/driver.tar" "$DRIVER_REF"
 
-write_manifest partial
+((built)) && write_manifest partial
 
 snap_bin=$CACHE/go/external-snapshotter@$SNAPSHOTTER_VERSION
 step csi-snapshotter "$SNAPSHOTTER_VERSION" "$images/snapshot-controller.tar" \
@@ -115,5 +122,7 @@ step agnhost "$k8s_key" "$agnhost_dir/agnhost" \
 step e2e-images "$K8S_VERSION-$busybox_ver-$(src_hash "$here/images.sh")" "$images/agnhost.tar" \
     "$here/images.sh" e2e "$agnhost_dir/agnhost" "$images" "$E2E_REGISTRY"
 
-write_manifest final
+if ((built)) || [[ ! -e $CACHE/cluster.json ]]; then
+    write_manifest final
+fi
 log "all components ready in $((SECONDS - t_all)) s; manifest $CACHE/cluster.json"

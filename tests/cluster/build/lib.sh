@@ -29,11 +29,22 @@ ensure_apt_packages() {
     log "apt: done in $((SECONDS - t0)) s"
 }
 
-# The version apt would install of a package (from the local lists: no network).
+# The version of a Debian package the cache holds: the one apt offered when it was first unpacked
+# (recorded in $CACHE/debian/PKG.version; `apt-cache policy` costs a second per package, so a warm
+# run does not ask it). Delete that file to move to the version apt offers now.
 deb_candidate() {
-    local v
+    local v record=$CACHE/debian/$1.version
+    if [[ -s $record ]]; then
+        v=$(<"$record")
+        if [[ -d $CACHE/debian/$1_$v ]]; then
+            printf '%s\n' "$v"
+            return 0
+        fi
+    fi
     v=$(apt-cache policy "$1" | sed -n 's/^ *Candidate: //p')
     [[ -n $v && $v != "(none)" ]] || { log "apt knows no $1 (apt-get update?)"; return 1; }
+    mkdir -p "$CACHE/debian"
+    printf '%s\n' "$v" >"$record"
     printf '%s\n' "$v"
 }
 
