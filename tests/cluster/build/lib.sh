@@ -122,6 +122,8 @@ build_standins() {
     (cd "$repo/tests/cluster/standins" && GOFLAGS="-mod=mod -buildvcs=false" CGO_ENABLED=0 \
         nice -n "$NICE" go build -ldflags "-s -w" -o "$out.tmp/" ./cmd/...)
     mv "$out.tmp" "$out"
+    # Builds of older sources are not used any more.
+    find "$(dirname "$out")" -mindepth 1 -maxdepth 1 ! -path "$out" -exec rm -rf {} +
     local desc="TEST STAND-IN of csi-hostpath-selinux's test cluster, not the upstream image; never release"
     "$here/images.sh" binary "$imgs/node-driver-registrar.tar" "$REGISTRAR_REF" \
         "$out/csi-node-driver-registrar" "csi-hostpath-selinux.test-stand-in=true" \
