@@ -46,10 +46,17 @@ if [[ $what == agnhost ]]; then
 fi
 mkdir -p "$out.tmp"
 # One go invocation for the five commands (shared compilation), one for e2e.test (reuses the cache).
+t0=$SECONDS
 go build -ldflags "$ldflags" -o "$out.tmp/" \
   ./cmd/kube-apiserver ./cmd/kube-controller-manager ./cmd/kube-scheduler ./cmd/kubelet ./cmd/kubectl
+echo "kubernetes.sh: the five commands in $((SECONDS - t0)) s" >&2
+t0=$SECONDS
 go test -c -ldflags "$ldflags" -o "$out.tmp/e2e.test" ./test/e2e
+echo "kubernetes.sh: e2e.test in $((SECONDS - t0)) s" >&2
+t0=$SECONDS
+# The ginkgo CLI at the version the module requires, to run e2e.test in parallel.
 go build -ldflags "-s -w" -o "$out.tmp/" github.com/onsi/ginkgo/v2/ginkgo
+echo "kubernetes.sh: ginkgo in $((SECONDS - t0)) s" >&2
 rm -rf "$out"
 mv "$out.tmp" "$out"
 rm -rf "$src"
