@@ -1,8 +1,14 @@
-# syntax=docker/dockerfile:1
-#
 # csi-hostpath-selinux node plugin image.
 #
 #   docker build -t csi-hostpath-selinux:0.1.0 .
+#   buildah build -t csi-hostpath-selinux:0.1.0 .      (or podman build)
+#
+# Builders: Docker with BuildKit (the default since Docker 23), buildah and podman. The runtime stage
+# uses `RUN --mount=type=bind,from=build`, which Docker's legacy builder and kaniko cannot do. There
+# is no `# syntax=` directive: the built-in Dockerfile frontend has everything used here, and the
+# directive would make BuildKit fetch a frontend image from a registry on every build. Base images
+# are written fully qualified (docker.io/library/...) because buildah and podman do not resolve short
+# names without a registries.conf that lists docker.io.
 #
 # Stage 1 (build) turns the source tree into wheels: building the package runs csi-spec/generate.py,
 # which fetches the pinned CSI spec module with `go mod download` and generates the gRPC stubs with
@@ -15,9 +21,9 @@
 # `docker buildx imagetools inspect <image>:<tag>` when you bump a tag.
 
 # Go toolchain, only to let the build fetch the CSI spec module.
-FROM golang:1.25.4-bookworm@sha256:e17419604b6d1f9bc245694425f0ec9b1b53685c80850900a376fb10cb0f70cb AS go
+FROM docker.io/library/golang:1.25.4-bookworm@sha256:e17419604b6d1f9bc245694425f0ec9b1b53685c80850900a376fb10cb0f70cb AS go
 
-FROM python:3.11.14-slim-bookworm@sha256:65a93d69fa75478d554f4ad27c85c1e69fa184956261b4301ebaf6dbb0a3543d AS build
+FROM docker.io/library/python:3.11.14-slim-bookworm@sha256:65a93d69fa75478d554f4ad27c85c1e69fa184956261b4301ebaf6dbb0a3543d AS build
 COPY --from=go /usr/local/go /usr/local/go
 ENV PATH=/usr/local/go/bin:$PATH \
     GOPATH=/tmp/gopath \
@@ -34,7 +40,7 @@ COPY csi_hostpath_selinux/ csi_hostpath_selinux/
 RUN mkdir -p csi_hostpath_selinux/_proto \
     && pip wheel --no-cache-dir --wheel-dir /wheels .
 
-FROM python:3.11.14-slim-bookworm@sha256:65a93d69fa75478d554f4ad27c85c1e69fa184956261b4301ebaf6dbb0a3543d AS runtime
+FROM docker.io/library/python:3.11.14-slim-bookworm@sha256:65a93d69fa75478d554f4ad27c85c1e69fa184956261b4301ebaf6dbb0a3543d AS runtime
 ARG VERSION=0.1.0
 LABEL org.opencontainers.image.title="csi-hostpath-selinux" \
       org.opencontainers.image.description="Node-local Kubernetes CSI driver that labels volumes at mount time (seLinuxMount: true)" \
@@ -65,8 +71,11 @@ RUN apt-get update \
 ENV PYTHONUNBUFFERED=1 \
     PYTHONDONTWRITEBYTECODE=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1
+# Smoke test: importing the server loads grpc, protobuf and the generated CSI stubs, which --help
+# alone does not touch; an image without them fails here instead of at its first start.
 RUN --mount=type=bind,from=build,source=/wheels,target=/wheels \
     pip install --no-cache-dir --no-index --find-links=/wheels "csi-hostpath-selinux==${VERSION}" \
+    && python -c "import csi_hostpath_selinux.server" \
     && csi-hostpath-selinux --help > /dev/null
 # The driver stays root: mount(2), loop devices and mknod need CAP_SYS_ADMIN and host device
 # access, and the DaemonSet runs it privileged (Bidirectional mount propagation requires that).

@@ -29,6 +29,13 @@ def load_pin() -> dict[str, str]:
     return pin
 
 
+def go_flags(inherited: str) -> str:
+    """GOFLAGS for `go mod download`: the caller's flags (e.g. the Dockerfile's -modcacherw) with
+    any -mod= setting replaced by -mod=mod, which a vendor or readonly setting would refuse."""
+    kept = [flag for flag in inherited.split() if not flag.startswith("-mod=")]
+    return " ".join([*kept, "-mod=mod"])
+
+
 def fetch_proto(pin: dict[str, str]) -> bytes:
     """Return the pinned csi.proto, fetched by `go mod download`, after checking its sha256."""
     go = shutil.which("go")
@@ -37,7 +44,7 @@ def fetch_proto(pin: dict[str, str]) -> bytes:
     ref = f"{pin['module']}@{pin['version']}"
     with tempfile.TemporaryDirectory() as tmp:
         # Run outside any module so `go mod download` does not touch a go.mod.
-        env = dict(os.environ, GO111MODULE="on", GOFLAGS="-mod=mod")
+        env = dict(os.environ, GO111MODULE="on", GOFLAGS=go_flags(os.environ.get("GOFLAGS", "")))
         out = subprocess.run(
             [go, "mod", "download", "-json", ref],
             cwd=tmp,

@@ -459,6 +459,10 @@ OCI_LABELS = {
     "org.opencontainers.image.version",
     "org.opencontainers.image.licenses",
 }
+# A registry host (a name with a dot or a port, or localhost) before the repository path.
+FULLY_QUALIFIED_IMAGE = re.compile(r"^(localhost|[\w-]+(\.[\w-]+)+(:\d+)?)/[\w./-]+[:@]")
+# The runtime stage's smoke test imports what serving needs: grpc, protobuf and the stubs.
+SMOKE_TEST = 'python -c "import csi_hostpath_selinux.server"'
 PINNED_IMAGE = re.compile(r"^[\w./-]+:(?P<tag>[\w][\w.-]*)@sha256:[0-9a-f]{64}$")
 
 
@@ -522,10 +526,24 @@ def dockerfile_problems(text: str, ignore_text: str, version: str) -> list[str]:
     if len(stages) < 2:
         return ["the Dockerfile is not multi-stage"]
     return (
-        _stage_problems(stages)
+        _directive_problems(text)
+        + _stage_problems(stages)
         + _runtime_problems(stages[-1], version)
         + _context_problems(stages, ignore_text)
     )
+
+
+def _directive_problems(text: str) -> list[str]:
+    # Parser directives are comments before the first instruction; `# syntax=` makes BuildKit pull
+    # a frontend image from a registry on every build, and nothing here needs more than the
+    # built-in frontend.
+    for line in text.splitlines():
+        stripped = line.strip()
+        if not stripped.startswith("#"):
+            break
+        if re.match(r"#\s*syntax\s*=", stripped, re.IGNORECASE):
+            return ["a # syntax= directive makes BuildKit fetch its frontend from a registry"]
+    return []
 
 
 def _stage_problems(stages: list[list[Instruction]]) -> list[str]:
@@ -535,6 +553,11 @@ def _stage_problems(stages: list[list[Instruction]]) -> list[str]:
         match = PINNED_IMAGE.match(image)
         if match is None or match["tag"] == "latest":
             out.append(f"base image {image} is not pinned by tag and sha256 digest")
+        if not FULLY_QUALIFIED_IMAGE.match(image):
+            out.append(
+                f"base image {image} is not fully qualified (buildah and podman do not resolve "
+                "short names)"
+            )
     names = [stage[0].args.split()[-1] for stage in stages]
     build = stages[names.index("build")] if "build" in names else []
     if not any(i.keyword == "RUN" and "pip wheel" in i.args for i in build):
@@ -555,7 +578,7 @@ def _entrypoint(runtime: list[Instruction]) -> object:
 
 def _runtime_problems(runtime: list[Instruction], version: str) -> list[str]:
     out = []
-    if not re.match(r"python:3\.11[\w.]*-slim", runtime[0].args):
+    if not re.match(r"docker\.io/library/python:3\.11[\w.]*-slim", runtime[0].args):
         out.append("the runtime stage is not a slim Python 3.11 image")
     packages = _apt_packages(runtime)
     if packages != RUNTIME_PACKAGES:
@@ -565,6 +588,8 @@ def _runtime_problems(runtime: list[Instruction], version: str) -> list[str]:
     missing = OCI_LABELS - set(_labels(runtime))
     if missing:
         out.append(f"missing OCI labels {sorted(missing)}")
+    if not any(i.keyword == "RUN" and SMOKE_TEST in i.args for i in runtime):
+        out.append(f"no smoke test that imports the server ({SMOKE_TEST})")
     if _entrypoint(runtime) != ["csi-hostpath-selinux"]:
         out.append("ENTRYPOINT is not the driver in exec form")
     if f"VERSION={version}" not in {i.args for i in runtime if i.keyword == "ARG"}:

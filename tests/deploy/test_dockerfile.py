@@ -54,6 +54,10 @@ BREAKAGES = [
     ('org.opencontainers.image.licenses="Apache-2.0" ', "", "OCI labels"),
     ("ARG VERSION=", "ARG VERSION=9", "ARG VERSION"),
     ("&& pip wheel", "&& pip download", "pip wheel"),
+    ("FROM docker.io/library/golang:", "FROM golang:", "not fully qualified"),
+    ("FROM docker.io/library/python:", "FROM python:", "not fully qualified"),
+    ('    && python -c "import csi_hostpath_selinux.server" \\\n', "", "smoke test"),
+    ("# csi-hostpath-selinux node plugin image.", "# syntax=docker/dockerfile:1\n#", "syntax"),
 ]
 
 
