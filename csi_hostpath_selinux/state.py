@@ -128,10 +128,12 @@ class Catalog:
           any case before any later durable=False commit returns;
         - durable=False (stagings, publications): no fsync of their own. After a power cut
           their mounts are gone anyway and start-up reconciliation drops the records. But
-          before their commit returns, every earlier durable=True commit is on disk, so a
+          before they are committed, every earlier durable=True commit is on disk, so a
           volume's row is on disk before the volume is first mounted: no pod can write into a
           volume whose row a power cut could still take back.
         """
+        if not durable:
+            self._wal_sync.sync()
         with self._lock:
             self._db.execute("BEGIN IMMEDIATE")
             try:
@@ -142,8 +144,6 @@ class Catalog:
             self._db.execute("COMMIT")
             if durable:
                 self._wal_sync.committed()
-        if not durable:
-            self._wal_sync.sync()
 
     def check(self) -> None:
         """Raise sqlite3.Error when the catalog cannot be read (used by Probe)."""
