@@ -123,9 +123,9 @@ class Catalog:
 
         Every commit survives kill -9: it is in the WAL (the kernel's page cache) when COMMIT
         returns. What reaches the disk, and so survives a power cut:
-        - durable=True (volumes, snapshots): the WAL is fsynced right after the commit by a
-          background thread (a few milliseconds; concurrent commits share one fsync), and in
-          any case before any later durable=False commit returns;
+        - durable=True (volumes, snapshots): a background thread fdatasyncs the WAL at most
+          _WalSync.DELAY (0.25 s) after the commit, one sync for every commit of that window,
+          and in any case before any later durable=False commit is made;
         - durable=False (stagings, publications): no fsync of their own. After a power cut
           their mounts are gone anyway and start-up reconciliation drops the records. But
           before they are committed, every earlier durable=True commit is on disk, so a
