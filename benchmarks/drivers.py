@@ -111,7 +111,27 @@ def ours(
     return ServedDriver("ours", root, argv, env, source)
 
 
+#: The environment variable that names the reference driver's binary when --go-binary is not given.
+GO_BINARY_ENV = "CSI_BENCH_GO_BINARY"
+
+
+def reference_version(binary: Path) -> str:
+    """What the reference binary says it is (`hostpathplugin --version` prints
+    "hostpathplugin v1.18.0-8-g1f2b2e64"): the version it was built with, not one we assume."""
+    proc = subprocess.run(
+        [str(binary), "--version"], capture_output=True, text=True, timeout=30, check=False
+    )
+    words = (proc.stdout or proc.stderr).split()
+    if proc.returncode != 0 or not words:
+        raise RuntimeError(
+            f"{binary} --version failed (exit {proc.returncode}): {proc.stderr.strip()}"
+        )
+    return words[-1]
+
+
 def reference(binary: Path, root: Path, node_id: str, extra: Sequence[str] = ()) -> ServedDriver:
+    """The Go reference driver (kubernetes-csi/csi-driver-host-path's hostpathplugin), built
+    elsewhere and named by path: the repository holds none of its code and no recipe for it."""
     argv = [
         str(binary),
         f"--endpoint=unix://{root / 'csi.sock'}",
@@ -120,17 +140,6 @@ def reference(binary: Path, root: Path, node_id: str, extra: Sequence[str] = ())
         *extra,
     ]
     return ServedDriver("go", root, argv)
-
-
-def model(binary: Path, root: Path, node_id: str) -> ServedDriver:
-    """benchmarks/refmodel: our Go stand-in that repeats the reference driver's per-RPC work."""
-    argv = [
-        str(binary),
-        f"--endpoint=unix://{root / 'csi.sock'}",
-        f"--nodeid={node_id}",
-        f"--statedir={root / 'state'}",
-    ]
-    return ServedDriver("go model", root, argv)
 
 
 @contextlib.contextmanager

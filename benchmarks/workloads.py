@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import itertools
-import json
 import shutil
 import statistics
 import subprocess
@@ -415,23 +414,3 @@ def sanity(
             else:
                 passed += 1
     return SanityResult(wall, proc.returncode, passed, failed, skipped)
-
-
-def fork_floor(
-    binary: Path, mode: str, source: Path, workdir: Path, concurrency: int, ops: int
-) -> Run:
-    """Time the mount/umount/losetup forks the reference driver makes per node cycle."""
-    workdir.mkdir(parents=True, exist_ok=True)
-    argv = [
-        str(binary),
-        f"-mode={mode}",
-        f"-src={source}",
-        f"-dir={workdir}",
-        f"-n={max(1, ops // concurrency)}",
-        f"-c={concurrency}",
-    ]
-    proc = subprocess.run(argv, capture_output=True, text=True, timeout=600, check=False)
-    if proc.returncode != 0:
-        raise RuntimeError(f"forkfloor failed: {proc.stderr.strip()}")
-    result = json.loads(proc.stdout)
-    return Run([float(x) for x in result["cycles"]], float(result["wall"]), 0.0, [])

@@ -176,6 +176,9 @@ def config_from(args: argparse.Namespace) -> DriverConfig:
 
 
 def serve(config: DriverConfig) -> int:
+    from . import grpc_core
+
+    grpc_core.configure()  # before the imports below bring in grpc
     from .doctor import startup_report
     from .server import EndpointError, build
     from .state import CatalogError

@@ -8,7 +8,10 @@ from __future__ import annotations
 
 import threading
 from collections import defaultdict
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from http.server import ThreadingHTTPServer
 
 #: Histogram buckets for RPC latency, in seconds.
 BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
@@ -78,6 +81,10 @@ class Metrics:
 
 def serve(metrics: Metrics, address: str) -> ThreadingHTTPServer:
     """Serve /metrics on address ("host:port") in a daemon thread; return the server."""
+    # Imported here: http.server and what it brings cost the driver's memory when metrics are
+    # off (the default).
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer  # noqa: PLC0415
+
     host, _, port = address.rpartition(":")
 
     class Handler(BaseHTTPRequestHandler):

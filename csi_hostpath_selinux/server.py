@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
+import ctypes
 import logging
 import os
 import sqlite3
 import stat
 from concurrent import futures
 from dataclasses import dataclass
-from http.server import ThreadingHTTPServer
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import grpc
 
@@ -35,6 +36,9 @@ from .snapshot_metadata import SnapshotMetadataReader, SnapshotMetadataService
 from .snapshots import SnapshotManager
 from .state import Catalog, CatalogError
 from .volumes import VolumeManager
+
+if TYPE_CHECKING:
+    from http.server import ThreadingHTTPServer
 
 log = logging.getLogger(__name__)
 
@@ -163,6 +167,7 @@ def _build(config: DriverConfig, lock_fd: int, mounter: Mounter | None) -> Drive
     if socket_path is not None:
         os.chmod(socket_path, 0o660)
     metrics_server = serve(metrics, config.metrics_address) if config.metrics_address else None
+    release_free_memory()
     log.info(
         "serving %s on %s for node %s (state in %s)",
         config.driver_name,
@@ -171,3 +176,14 @@ def _build(config: DriverConfig, lock_fd: int, mounter: Mounter | None) -> Drive
         config.state_dir,
     )
     return Driver(config, catalog, server, address, socket_path, metrics, metrics_server, lock_fd)
+
+
+def release_free_memory() -> None:
+    """Give the C heap's free pages back to the kernel (glibc's malloc_trim), once start-up's
+    temporary allocations (preflight, reconciliation, gRPC set-up) are freed: about 1 MiB of
+    the idle driver's RSS. Nothing happens on a libc without malloc_trim."""
+    try:
+        trim = ctypes.CDLL(None).malloc_trim
+    except (OSError, AttributeError):
+        return
+    trim(0)

@@ -1,3 +1,0 @@
-module csi-hostpath-selinux-bench/forkfloor
-
-go 1.22

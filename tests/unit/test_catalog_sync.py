@@ -1,0 +1,96 @@
+"""When the catalog's commits reach the disk: volume rows soon after the reply, and always before
+a mount record of a later commit returns (so before a volume is first mounted)."""
+
+from __future__ import annotations
+
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from csi_hostpath_selinux import state
+from csi_hostpath_selinux.models import AccessType, Staging, StagingState, Volume, new_volume_id
+from csi_hostpath_selinux.state import Catalog
+
+
+class Syncs:
+    """Records every fsync of the catalog's WAL (the real one is done too)."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        self.wal: list[str] = []
+        self.lock = threading.Lock()
+        real = state._fsync_path
+
+        def recording(path: Path, data_only: bool = False) -> None:
+            real(path, data_only)
+            if path.name.endswith("-wal"):
+                with self.lock:
+                    self.wal.append(threading.current_thread().name)
+
+        monkeypatch.setattr(state, "_fsync_path", recording)
+
+    def count(self) -> int:
+        with self.lock:
+            return len(self.wal)
+
+
+def volume(name: str) -> Volume:
+    return Volume(
+        new_volume_id(), name, "directory", 1 << 20, AccessType.MOUNT, "", {}, "", False, 1.0
+    )
+
+
+def staging(vol: Volume) -> Staging:
+    return Staging(vol.id, "/staging", None, (), "", AccessType.MOUNT, StagingState.PENDING)
+
+
+def test_a_volume_row_is_synced_before_a_mount_record_commit_returns(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(state._WalSync, "DELAY", 3600.0)  # the background thread never gets to it
+    syncs = Syncs(monkeypatch)
+    cat = Catalog(tmp_path / "c.sqlite")
+    start = syncs.count()
+    vol = volume("pvc-1")
+    cat.add_volume(vol)
+    assert syncs.count() == start, "CreateVolume's commit waited for the disk"
+    cat.put_staging(staging(vol))
+    assert syncs.count() == start + 1, (
+        "the staging record returned before the volume's row was synced"
+    )
+    assert syncs.wal[-1] == threading.current_thread().name
+    cat.remove_staging(vol.id, "/staging")
+    assert syncs.count() == start + 1, "a mount record with nothing to sync before it fsynced"
+    cat.close()
+
+
+def test_the_background_thread_syncs_a_volume_row_within_the_delay(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(state._WalSync, "DELAY", 0.05)
+    syncs = Syncs(monkeypatch)
+    cat = Catalog(tmp_path / "c.sqlite")
+    start = syncs.count()
+    for i in range(5):
+        cat.add_volume(volume(f"pvc-{i}"))
+    deadline = time.monotonic() + 5
+    while syncs.count() == start and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert syncs.count() == start + 1, "five commits in a burst should share one fsync"
+    assert syncs.wal[-1] == "catalog-sync"
+    cat.close()
+
+
+def test_close_syncs_what_is_pending(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(state._WalSync, "DELAY", 3600.0)
+    syncs = Syncs(monkeypatch)
+    path = tmp_path / "c.sqlite"
+    cat = Catalog(path)
+    start = syncs.count()
+    vol = volume("pvc-1")
+    cat.remove_volume(vol.id)  # a delete is a durable commit too
+    cat.add_volume(vol)
+    cat.close()
+    assert syncs.count() == start + 1
+    assert Catalog(path).volume(vol.id) == vol
