@@ -1,0 +1,60 @@
+"""Session fixtures: one cluster for the whole pytest session, the driver deployed once on it.
+
+The cluster is started by the first test that needs it and stopped at the end of the session, also
+when tests fail; the teardown then asserts that nothing is left on the host (processes, mounts,
+loop devices, cgroups, directories, sysctl values).
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import sys
+import time
+from collections.abc import Iterator
+
+import pytest
+
+from tests.cluster import manifest
+from tests.cluster.cluster import Cluster
+from tests.cluster.deploy import Deployment, deploy_driver
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    here = os.path.dirname(__file__)
+    for item in items:
+        if str(item.fspath).startswith(here):
+            item.add_marker(pytest.mark.cluster)
+
+
+@pytest.fixture(scope="session")
+def cluster() -> Iterator[Cluster]:
+    if os.geteuid() != 0:
+        pytest.fail("the cluster tests need root (namespaces, mounts, cgroups)")
+    try:
+        components = manifest.load(allow_partial=os.environ.get("CSI_CLUSTER_PARTIAL") == "1")
+    except manifest.ManifestMissing as e:
+        pytest.fail(str(e), pytrace=False)
+    # One cluster on the machine at a time: they share the host's loop devices and cgroup tree.
+    lock = open(manifest.cache_dir() / "harness.lock", "a")  # noqa: SIM115 - held for the session
+    fcntl.flock(lock, fcntl.LOCK_EX)
+    c = Cluster(components, keep_logs=manifest.cache_dir() / "last-run-logs")
+    t0 = time.monotonic()
+    try:
+        c.start()
+        print(f"\ncluster up in {time.monotonic() - t0:.1f} s: {c.timings}", file=sys.stderr)
+        yield c
+    finally:
+        t1 = time.monotonic()
+        c.stop()
+        print(f"\ncluster stopped in {time.monotonic() - t1:.1f} s", file=sys.stderr)
+        left = c.leftovers()
+        lock.close()
+        assert not left, f"the cluster left these on the host: {left}"
+
+
+@pytest.fixture(scope="session")
+def deployed(cluster: Cluster) -> Deployment:
+    d = deploy_driver(cluster)
+    print(f"\ndriver deployed: {d.timings}", file=sys.stderr)
+    return d
