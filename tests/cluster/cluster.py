@@ -116,6 +116,9 @@ class Cluster:
     mntns: Path = field(init=False)
     #: Where the components' logs are copied at stop (the cluster's own directory goes).
     keep_logs: Path | None = None
+    #: Written while the cluster exists, so that a session killed before its teardown is cleaned
+    #: up by the next one (`recover`).
+    state_file: Path | None = None
     net_inode: int | None = None
     mnt_inode: int | None = None
 
@@ -124,7 +127,7 @@ class Cluster:
         self.netns = self.ns_dir / "net"
         self.mntns = self.ns_dir / "mnt"
         self.logs = self.root / "logs"
-        self.logs.mkdir()
+        self.logs.mkdir(parents=True, exist_ok=True)
         self.cgroup_root = f"/csi-cluster-{self.cluster_id}"
 
     # --- running things inside ------------------------------------------------------------
@@ -184,6 +187,7 @@ class Cluster:
         self._make_network()
         self._make_private_paths()
         self._make_cgroup_root()
+        self.save_state()
         self.timings["namespaces"] = time.monotonic() - t0
         self._make_pki()
         self.timings["pki"] = time.monotonic() - t0
@@ -199,7 +203,29 @@ class Cluster:
         self._wait_node_ready()
         self.timings["node ready"] = time.monotonic() - t0
 
+    def save_state(self) -> None:
+        if self.state_file is not None:
+            self.state_file.write_text(json.dumps({
+                "root": str(self.root), "cluster_id": self.cluster_id,
+                "created_dirs": [str(d) for d in self.created_dirs],
+                "net_inode": self.net_inode, "mnt_inode": self.mnt_inode,
+            }))
+
+    @classmethod
+    def recover(cls, components: Components, state_file: Path) -> list[str]:
+        """Stop what a killed session left (its state file says what), return what remains."""
+        if not state_file.exists():
+            return []
+        state = json.loads(state_file.read_text())
+        old = cls(components, root=Path(state["root"]), cluster_id=state["cluster_id"],
+                  created_dirs=[Path(d) for d in state["created_dirs"]],
+                  net_inode=state["net_inode"], mnt_inode=state["mnt_inode"])
+        old.stop()
+        state_file.unlink()
+        return old.leftovers()
+
     def _make_namespaces(self) -> None:
+        self.save_state()
         self.ns_dir.mkdir()
         # The files the namespaces are bound to must sit on a private mount.
         subprocess.run(["mount", "--bind", str(self.ns_dir), str(self.ns_dir)], check=True)
@@ -215,6 +241,7 @@ class Cluster:
         )
         self.net_inode = os.stat(self.netns).st_ino
         self.mnt_inode = os.stat(self.mntns).st_ino
+        self.save_state()
         self.run(["mount", "--make-rshared", "/"])
 
     def _make_network(self) -> None:
@@ -245,6 +272,7 @@ class Cluster:
             for directory in reversed(missing):
                 directory.mkdir()
                 self.created_dirs.append(directory)
+                self.save_state()
             self.private(path).mkdir(parents=True)
             self.run(["mount", "--bind", str(self.private(path)), path])
         (self.private("/opt/cni") / "bin").mkdir()
@@ -527,6 +555,8 @@ disabled_plugins = ["io.containerd.internal.v1.opt", "io.containerd.snapshotter.
         for directory in reversed(self.created_dirs):
             with contextlib.suppress(OSError):
                 directory.rmdir()
+        if self.state_file is not None and not self.leftovers():
+            self.state_file.unlink(missing_ok=True)
 
     def _remove_cgroups(self) -> None:
         for directory in self._cgroup_dirs():

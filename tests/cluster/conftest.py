@@ -38,7 +38,10 @@ def cluster() -> Iterator[Cluster]:
     # One cluster on the machine at a time: they share the host's loop devices and cgroup tree.
     lock = open(manifest.cache_dir() / "harness.lock", "a")  # noqa: SIM115 - held for the session
     fcntl.flock(lock, fcntl.LOCK_EX)
-    c = Cluster(components, keep_logs=manifest.cache_dir() / "last-run-logs")
+    state = manifest.cache_dir() / "harness-state.json"
+    stale = Cluster.recover(components, state)
+    assert not stale, f"a killed earlier session left these, and they could not be removed: {stale}"
+    c = Cluster(components, keep_logs=manifest.cache_dir() / "last-run-logs", state_file=state)
     t0 = time.monotonic()
     try:
         c.start()
