@@ -28,6 +28,7 @@ import shutil
 import signal
 import subprocess
 import tempfile
+import threading
 import time
 import uuid
 from collections.abc import Iterator, Sequence
@@ -194,14 +195,30 @@ class Cluster:
         self._start_etcd()
         self._start_containerd()
         self._start_apiserver()
-        self._import_images()
-        self.timings["images imported"] = time.monotonic() - t0
-        self._wait_apiserver()
-        self.timings["apiserver ready"] = time.monotonic() - t0
-        self._start_controllers()
-        self._start_kubelet()
-        self._wait_node_ready()
-        self.timings["node ready"] = time.monotonic() - t0
+        # Images are imported while the control plane comes up (kubelet needs none to register).
+        errors: list[BaseException] = []
+
+        def import_images() -> None:
+            try:
+                self._import_images()
+                self.timings["images imported"] = time.monotonic() - t0
+            except BaseException as e:
+                errors.append(e)
+
+        importer = threading.Thread(target=import_images, name="image-import")
+        importer.start()
+        try:
+            self._wait_apiserver()
+            self.timings["apiserver ready"] = time.monotonic() - t0
+            self._start_controllers()
+            self._start_kubelet()
+            self._wait_node_ready()
+            self.timings["node ready"] = time.monotonic() - t0
+        finally:
+            importer.join()
+        if errors:
+            raise errors[0]
+        self.timings["cluster ready"] = time.monotonic() - t0
 
     def save_state(self) -> None:
         if self.state_file is not None:
