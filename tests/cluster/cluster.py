@@ -567,6 +567,10 @@ disabled_plugins = ["io.containerd.internal.v1.opt", "io.containerd.snapshotter.
         if self.keep_logs is not None and self.logs.is_dir():
             shutil.rmtree(self.keep_logs, ignore_errors=True)
             shutil.copytree(self.logs, self.keep_logs)
+            pod_logs = self.private("/var/log/pods")
+            if pod_logs.is_dir():
+                shutil.copytree(pod_logs, self.keep_logs / "pods", symlinks=True,
+                                ignore_dangling_symlinks=True)
         if not any(m == str(self.root) or m.startswith(f"{self.root}/") for m in _mount_points()):
             shutil.rmtree(self.root, ignore_errors=True)
         for directory in reversed(self.created_dirs):
