@@ -121,6 +121,9 @@ class Cluster:
     #: up by the next one (`recover`).
     state_file: Path | None = None
     net_inode: int | None = None
+    pid_inode: int | None = None
+    init_pid: int | None = None
+    init_process: subprocess.Popen[bytes] | None = None
     mnt_inode: int | None = None
 
     def __post_init__(self) -> None:
@@ -134,7 +137,12 @@ class Cluster:
     # --- running things inside ------------------------------------------------------------
 
     def nsenter(self, *, net: bool = True, mount: bool = True) -> list[str]:
+        """The command prefix that enters the cluster: its network and mount namespaces and,
+        with the mount namespace, its PID namespace (the /proc mounted there is that PID
+        namespace's: a process outside it would find no /proc/self)."""
         cmd = ["nsenter"]
+        if mount and self.init_pid is not None:
+            cmd += ["-t", str(self.init_pid), "--pid"]
         if net:
             cmd.append(f"--net={self.netns}")
         if mount:
@@ -226,6 +234,7 @@ class Cluster:
                 "root": str(self.root), "cluster_id": self.cluster_id,
                 "created_dirs": [str(d) for d in self.created_dirs],
                 "net_inode": self.net_inode, "mnt_inode": self.mnt_inode,
+                "pid_inode": self.pid_inode,
             }))
 
     @classmethod
@@ -236,7 +245,8 @@ class Cluster:
         state = json.loads(state_file.read_text())
         old = cls(components, root=Path(state["root"]), cluster_id=state["cluster_id"],
                   created_dirs=[Path(d) for d in state["created_dirs"]],
-                  net_inode=state["net_inode"], mnt_inode=state["mnt_inode"])
+                  net_inode=state["net_inode"], mnt_inode=state["mnt_inode"],
+                  pid_inode=state.get("pid_inode"))
         old.stop()
         state_file.unlink()
         return old.leftovers()
@@ -260,6 +270,31 @@ class Cluster:
         self.mnt_inode = os.stat(self.mntns).st_ino
         self.save_state()
         self.run(["mount", "--make-rshared", "/"])
+        self._make_pid_namespace()
+
+    def _make_pid_namespace(self) -> None:
+        """A PID namespace whose PID 1 lives in the cluster's mount namespace, with its own /proc
+        mounted there. Tools that reach "the host" through /proc/1 (kubelet, and the e2e suites'
+        hostexec pods: nsenter --mount=/rootfs/proc/1/ns/mnt) then reach the cluster's node, not
+        the real host; and killing that PID 1 kills every process of the cluster."""
+        self.init_process = subprocess.Popen(
+            ["nsenter", f"--net={self.netns}", f"--mount={self.mntns}", "--",
+             "unshare", "--pid", "--fork", "--kill-child", "sleep", "infinity"],
+            stdin=subprocess.DEVNULL, start_new_session=True,
+        )
+        deadline = time.monotonic() + 10
+        while self.init_pid is None:
+            children = Path(f"/proc/{self.init_process.pid}/task/{self.init_process.pid}/children")
+            with contextlib.suppress(OSError):
+                pids = children.read_text().split()
+                if pids:
+                    self.init_pid = int(pids[0])
+            if time.monotonic() > deadline:
+                raise RuntimeError("the cluster's PID namespace did not start")
+            time.sleep(0.02)
+        self.pid_inode = os.stat(f"/proc/{self.init_pid}/ns/pid").st_ino
+        self.save_state()
+        self.run(["mount", "-t", "proc", "proc", "/proc"])
 
     def _make_network(self) -> None:
         for cmd in (
@@ -544,7 +579,8 @@ disabled_plugins = ["io.containerd.internal.v1.opt", "io.containerd.snapshotter.
                 continue
             in_net = self.net_inode is not None and _ns_inode(pid, "net") == self.net_inode
             in_mnt = self.mnt_inode is not None and _ns_inode(pid, "mnt") == self.mnt_inode
-            if in_net or in_mnt:
+            in_pid = self.pid_inode is not None and _ns_inode(pid, "pid") == self.pid_inode
+            if in_net or in_mnt or in_pid:
                 found.add(pid)
         for directory in self._cgroup_dirs():
             if directory.exists():
@@ -554,7 +590,9 @@ disabled_plugins = ["io.containerd.internal.v1.opt", "io.containerd.snapshotter.
         return found
 
     def stop(self) -> None:
+        t0 = time.monotonic()
         self._stop_processes()
+        self.timings["stop: processes"] = time.monotonic() - t0
         # Dropping the namespaces drops every mount made in them.
         for ns in (self.mntns, self.netns):
             if ns.exists():
@@ -564,6 +602,7 @@ disabled_plugins = ["io.containerd.internal.v1.opt", "io.containerd.snapshotter.
         for loop in self._loop_devices():
             subprocess.run(["losetup", "-d", loop], check=False, capture_output=True)
         self._remove_cgroups()
+        self.timings["stop: namespaces, loops, cgroups"] = time.monotonic() - t0
         if self.keep_logs is not None and self.logs.is_dir():
             shutil.rmtree(self.keep_logs, ignore_errors=True)
             shutil.copytree(self.logs, self.keep_logs)
@@ -573,6 +612,7 @@ disabled_plugins = ["io.containerd.internal.v1.opt", "io.containerd.snapshotter.
                                 ignore_dangling_symlinks=True)
         if not any(m == str(self.root) or m.startswith(f"{self.root}/") for m in _mount_points()):
             shutil.rmtree(self.root, ignore_errors=True)
+        self.timings["stop: files"] = time.monotonic() - t0
         for directory in reversed(self.created_dirs):
             with contextlib.suppress(OSError):
                 directory.rmdir()
@@ -606,6 +646,9 @@ disabled_plugins = ["io.containerd.internal.v1.opt", "io.containerd.snapshotter.
         for p in self.processes:
             with contextlib.suppress(subprocess.TimeoutExpired):
                 p.popen.wait(timeout=5)
+        if self.init_process is not None:
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                self.init_process.wait(timeout=5)
 
     def loop_devices(self) -> dict[str, str]:
         """Loop devices backed by the cluster's files -> backing file. sysfs shows the path as the

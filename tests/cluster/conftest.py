@@ -50,7 +50,8 @@ def cluster() -> Iterator[Cluster]:
     finally:
         t1 = time.monotonic()
         c.stop()
-        print(f"\ncluster stopped in {time.monotonic() - t1:.1f} s", file=sys.stderr)
+        stops = {k: round(v, 1) for k, v in c.timings.items() if k.startswith("stop")}
+        print(f"\ncluster stopped in {time.monotonic() - t1:.1f} s {stops}", file=sys.stderr)
         left = c.leftovers()
         lock.close()
         assert not left, f"the cluster left these on the host: {left}"
