@@ -1,6 +1,7 @@
-"""Session fixtures: one cluster for the whole pytest session, the driver deployed once on it.
+"""Package fixtures: one cluster for all tests of tests/cluster (stopped when the last of them
+ends, not at the end of a whole-repository session), the driver deployed once on it.
 
-The cluster is started by the first test that needs it and stopped at the end of the session, also
+The cluster is started by the first test that needs it and stopped after the last one, also
 when tests fail; the teardown then asserts that nothing is left on the host (processes, mounts,
 loop devices, cgroups, directories, sysctl values).
 """
@@ -27,7 +28,7 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
             item.add_marker(pytest.mark.cluster)
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def cluster() -> Iterator[Cluster]:
     if os.geteuid() != 0:
         pytest.fail("the cluster tests need root (namespaces, mounts, cgroups)")
@@ -57,7 +58,7 @@ def cluster() -> Iterator[Cluster]:
         assert not left, f"the cluster left these on the host: {left}"
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def deployed(cluster: Cluster) -> Deployment:
     d = deploy_driver(cluster)
     print(f"\ndriver deployed: {d.timings}", file=sys.stderr)
