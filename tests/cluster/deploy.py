@@ -143,9 +143,11 @@ def deploy_driver(cluster: Cluster) -> Deployment:
             "get", "crd", "volumesnapshotclasses.snapshot.storage.k8s.io", check=False).returncode == 0, 30)
         cluster.kubectl("wait", "--for=condition=Established", "--timeout=30s",
                         "crd/volumesnapshotclasses.snapshot.storage.k8s.io")
-        snapclass = [o for o in yaml.safe_load_all(
-            (MANIFESTS / "snapshots" / "volumesnapshotclass.yaml").read_text()) if o]
-        applied.append(apply(cluster, snapclass, "snapshotclass"))
+        # deploy/kubernetes/snapshots/ as the README says: the class and the snapshot-controller's
+        # extra RBAC.
+        snapshot_objects = [o for path in sorted((MANIFESTS / "snapshots").glob("*.yaml"))
+                            for o in yaml.safe_load_all(path.read_text()) if o]
+        applied.append(apply(cluster, snapshot_objects, "snapshots"))
     wait_for("the driver registered with kubelet (CSINode)", lambda: driver_registered(cluster), 120,
              lambda: describe_driver_pods(cluster))
     timings = {"driver registered": time.monotonic() - t0}
