@@ -81,6 +81,7 @@ def test_external_storage_suites(cluster: Cluster, deployed: Deployment) -> None
     bins = cluster.components.bin
     if "e2e.test" not in bins:
         pytest.fail("e2e.test is not built: run scripts/bootstrap", pytrace=False)
+    cluster.wait_images()
     report_dir = cluster.root / "e2e"
     report_dir.mkdir(exist_ok=True)
     focus = rf"External.Storage.*\] ({'|'.join(SUITES)}) "
