@@ -27,9 +27,15 @@ from tests.cluster.deploy import Deployment
 HERE = Path(__file__).resolve().parent
 TESTDRIVER = HERE / "e2e" / "testdriver.yaml"
 SUITES = ("provisioning", "volumes", "volumeMode", "volumeIO", "snapshottable", "ephemeral")
-#: Tests that cannot run on this cluster at all: [Disruptive] ones restart kubelet over SSH; the
-#: selinuxmount suite needs an SELinux node (the SELinux-node issue builds on this harness).
-SKIP = r"\[Disruptive\]|\[Serial\]|selinuxmount"
+#: Specs left out, each for a reason that is not a defect of the driver:
+#: - [Disruptive]: they restart kubelet over SSH; [Serial]: they need the whole cluster;
+#: - selinuxmount: needs an SELinux node (the SELinux-node issue builds on this harness);
+#: - Pre-provisioned Snapshot: with distributed snapshotting (csi-snapshotter per node, which a
+#:   node-local driver needs) a VolumeSnapshotContent is handled only by the snapshotter of the node
+#:   its `snapshot.storage.kubernetes.io/managed-by` label names; snapshot-controller sets it for
+#:   dynamic snapshots, the suite's hand-made contents lack it, so no snapshotter ever picks them up
+#:   (measured: "VolumeSnapshot pre-provisioned-snapshot-... is not ready within 5m0s").
+SKIP = r"\[Disruptive\]|\[Serial\]|selinuxmount|Pre-provisioned Snapshot"
 PROCS = int(os.environ.get("CSI_CLUSTER_E2E_PROCS", "3"))
 
 
