@@ -36,8 +36,11 @@ def cluster() -> Iterator[Cluster]:
         components = manifest.load(allow_partial=os.environ.get("CSI_CLUSTER_PARTIAL") == "1")
     except manifest.ManifestMissing as e:
         pytest.fail(str(e), pytrace=False)
-    # One cluster on the machine at a time: they share the host's loop devices and cgroup tree.
-    lock = open(manifest.cache_dir() / "harness.lock", "a")  # noqa: SIM115 - held for the session
+    # One cluster on the machine at a time, whatever its cache directory: clusters share the
+    # host's mount points (a missing one is made for the run and removed after; removing it
+    # detaches another cluster's bind mount on it), loop devices and cgroup tree. The lock is
+    # taken on /var/lib itself, so it leaves no file behind.
+    lock = os.open("/var/lib", os.O_RDONLY | os.O_DIRECTORY)
     fcntl.flock(lock, fcntl.LOCK_EX)
     state = manifest.cache_dir() / "harness-state.json"
     stale = Cluster.recover(components, state)
@@ -54,7 +57,7 @@ def cluster() -> Iterator[Cluster]:
         stops = {k: round(v, 1) for k, v in c.timings.items() if k.startswith("stop")}
         print(f"\ncluster stopped in {time.monotonic() - t1:.1f} s {stops}", file=sys.stderr)
         left = c.leftovers()
-        lock.close()
+        os.close(lock)
         assert not left, f"the cluster left these on the host: {left}"
 
 
