@@ -76,8 +76,11 @@ def parse_junit(path: Path) -> dict[str, SuiteResult]:
             r.failed += 1
             r.failures.append(f"{case.get('name')}: {(failure.get('message') or '')[:500]}")
         elif skipped is not None:
+            reason = short_reason(skipped.get("message") or "")
+            if not reason:
+                continue  # not selected by --focus/--skip: ginkgo lists it without a reason
             r.skipped += 1
-            r.skip_reasons[short_reason(skipped.get("message") or "")] += 1
+            r.skip_reasons[reason] += 1
         else:
             r.passed += 1
     return dict(results)
