@@ -161,7 +161,8 @@ class ControllerService(rpc.ControllerServicer):
     ) -> pb.GetCapacityResponse:
         if request.HasField("accessible_topology"):
             segment = dict(request.accessible_topology.segments)
-            if segment.get(self.config.topology_key, self.config.node_id) != self.config.node_id:
+            named = [segment[k] for k in self.config.known_topology_keys if k in segment]
+            if any(value != self.config.node_id for value in named):
                 return pb.GetCapacityResponse(available_capacity=0)
         for cap in request.volume_capabilities:
             convert.capability(cap, "volume_capabilities")

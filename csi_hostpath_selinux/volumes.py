@@ -264,7 +264,7 @@ class VolumeManager:
             return
         key, node = self.config.topology_key, self.config.node_id
         for segment in requisite:
-            if segment.get(key) == node:
+            if segment_is_this_node(segment, self.config):
                 return
         raise ResourceExhausted(
             f"the volume must be accessible from topology {list(requisite)}, but this driver only "
@@ -536,3 +536,10 @@ def requested_fs_type(capabilities: Sequence[Capability], parameter: str) -> str
     if len(names) > 1:
         raise InvalidArgument(f"the capabilities ask for several fsTypes: {sorted(names)}")
     return names.pop() if names else parameter
+
+
+def segment_is_this_node(segment: Mapping[str, str], config: DriverConfig) -> bool:
+    """Whether a topology segment names this node: by the current key or a legacy one (volumes
+    provisioned before the key moved out of `*.k8s.io` carry it), and no known key names another."""
+    named = [segment[k] for k in config.known_topology_keys if k in segment]
+    return bool(named) and all(value == config.node_id for value in named)

@@ -23,7 +23,7 @@ pytestmark = pytest.mark.integration
 
 C = grpc.StatusCode
 MNMW = pb.VolumeCapability.AccessMode.MULTI_NODE_MULTI_WRITER
-TOPOLOGY_KEY = "topology.hostpath-selinux.csi.k8s.io/node"
+TOPOLOGY_KEY = "topology.hostpath-selinux.csi/node"
 MADE_UP_TOKEN = "abc"
 
 

@@ -76,7 +76,7 @@ def test_filesystem_volume_lifecycle(csi: Clients, driver: DriverProcess, fs_typ
     vol = csi.controller.CreateVolume(create(f"pvc-{fs_type}", cap, size)).volume
     assert vol.capacity_bytes == size
     assert dict(vol.accessible_topology[0].segments) == {
-        "topology.hostpath-selinux.csi.k8s.io/node": "test-node"
+        "topology.hostpath-selinux.csi/node": "test-node"
     }
     staging, target = paths(driver, fs_type)
     stage(csi, vol.volume_id, staging, cap)
@@ -354,7 +354,7 @@ def test_get_capacity_honours_the_configured_maximum(tmp_path: Path) -> None:
         assert csi.controller.GetCapacity(pb.GetCapacityRequest()).available_capacity == 768 * MIB
         other = pb.GetCapacityRequest(
             accessible_topology=pb.Topology(
-                segments={"topology.hostpath-selinux.csi.k8s.io/node": "other"}
+                segments={"topology.hostpath-selinux.csi/node": "other"}
             )
         )
         assert csi.controller.GetCapacity(other).available_capacity == 0
