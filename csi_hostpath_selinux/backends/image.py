@@ -70,10 +70,13 @@ class ImageBackend(Backend):
             if source is not None:
                 copy_sparse(source, path)
                 with open(path, "r+b") as f:
-                    if os.fstat(f.fileno()).st_size < volume.capacity_bytes:
+                    grown = os.fstat(f.fileno()).st_size < volume.capacity_bytes
+                    if grown:
                         os.ftruncate(f.fileno(), volume.capacity_bytes)
                     if self.env.preallocate:
                         os.posix_fallocate(f.fileno(), 0, volume.capacity_bytes)
+                if grown and volume.access_type is AccessType.MOUNT:
+                    self.grow_copied_filesystem(volume, path)
             else:
                 fd = os.open(
                     path, os.O_CREAT | os.O_EXCL | os.O_WRONLY | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600
@@ -99,6 +102,39 @@ class ImageBackend(Backend):
         except BaseException:
             path.unlink(missing_ok=True)
             raise
+
+    def grow_copied_filesystem(self, volume: Volume, path: Path) -> None:
+        """A restore or clone into a larger volume: the image was grown, and its filesystem must
+        fill it, or the pod sees the snapshot's size instead of the size its claim asked for.
+
+        Done here, before the volume is ever staged, so neither path needs CAP_SYS_RESOURCE
+        (ext4's online resize demands it): ext4 is checked and grown offline on the image file
+        (a snapshot of a frozen, mounted filesystem needs its journal replayed first); xfs can
+        only grow while mounted, so it is mounted for the moment at a private directory of the
+        driver's (start-up reconciliation unmounts what a kill leaves there).
+        """
+        if volume.fs_type == "xfs":
+            work = self.env.work_dir / f"grow-{volume.id}"
+            work.mkdir(parents=True, mode=0o700)
+            try:
+                device = loopdev.attach(str(path), read_only=False).path
+                try:
+                    # nouuid: the source of the copy may be mounted, with the same UUID.
+                    self.env.mounter.mount(device, str(work), "xfs", ["nouuid"])
+                    try:
+                        run_tool(["xfs_growfs", "-d", str(work)], "growing the restored xfs")
+                    finally:
+                        self.env.mounter.unmount(str(work))
+                finally:
+                    loopdev.detach(device)
+            finally:
+                work.rmdir()
+        else:
+            # e2fsck exits 1 when it corrected something (a replayed journal): still a success.
+            run_tool(
+                ["e2fsck", "-f", "-y", str(path)], "checking the restored ext4", ok_codes=(0, 1)
+            )
+            run_tool(["resize2fs", str(path)], "growing the restored ext4 to the volume's size")
 
     def delete(self, volume: Volume, secrets: Mapping[str, str]) -> None:
         path = self.image_path(volume.id)
@@ -248,15 +284,18 @@ def copy_sparse(source: Path, dest: Path) -> None:
     )
 
 
-def run_tool(argv: list[str], what: str) -> None:
-    """Run a helper tool from an argv list; raise Internal with its stderr when it fails."""
+def run_tool(argv: list[str], what: str, ok_codes: tuple[int, ...] = (0,)) -> None:
+    """Run a helper tool from an argv list; raise Internal with its stderr when it exits with
+    a code outside ok_codes."""
     try:
-        proc = subprocess.run(argv, capture_output=True, text=True, check=False, timeout=600)
+        proc = subprocess.run(
+            argv, capture_output=True, text=True, check=False, timeout=600, stdin=subprocess.DEVNULL
+        )
     except FileNotFoundError as exc:
         raise FailedPrecondition(
             f"{what} needs {argv[0]!r}, which is not installed in the driver's image"
         ) from exc
-    if proc.returncode != 0:
+    if proc.returncode not in ok_codes:
         detail = (proc.stderr or proc.stdout).strip().splitlines()
         raise Internal(
             f"{what} failed: {argv[0]} exited {proc.returncode}: {' '.join(detail[-3:])}"

@@ -431,3 +431,46 @@ def test_metrics_count_rpcs_and_selinux_outcomes(tmp_path: Path) -> None:
     for counter in ("labelled_mounts", "label_conflicts", "label_verification_failures"):
         assert f"csi_hostpath_selinux_selinux_{counter}_total 0" in text
     assert not d.leaked
+
+
+@pytest.mark.parametrize("fs_type", ["ext4", "xfs"])
+def test_restore_and_clone_into_a_larger_volume_fill_it(
+    csi: Clients, driver: DriverProcess, fs_type: str
+) -> None:
+    """Found by Kubernetes' provisioning suite on the real cluster: a claim larger than its
+    snapshot got the snapshot's filesystem size. The pod must see the size it asked for."""
+    cap = mount_cap(fs_type)
+    small, large = 320 * MIB, 640 * MIB
+    vol = csi.controller.CreateVolume(create(f"pvc-small-{fs_type}", cap, small)).volume
+    staging, target = paths(driver, f"small-{fs_type}")
+    stage(csi, vol.volume_id, staging, cap)
+    publish(csi, vol.volume_id, staging, target, cap)
+    Path(target, "data").write_text("kept")
+    snap = csi.controller.CreateSnapshot(
+        pb.CreateSnapshotRequest(name=f"snap-small-{fs_type}", source_volume_id=vol.volume_id)
+    ).snapshot  # taken while mounted (frozen): the copy's journal needs a replay
+    restore_req = create(f"pvc-large-{fs_type}", cap, large)
+    restore_req.volume_content_source.snapshot.snapshot_id = snap.snapshot_id
+    clone_req = create(f"pvc-clone-large-{fs_type}", cap, large)
+    clone_req.volume_content_source.volume.volume_id = vol.volume_id
+    grown = [
+        csi.controller.CreateVolume(restore_req).volume,
+        csi.controller.CreateVolume(clone_req).volume,
+    ]
+    for new in grown:
+        assert new.capacity_bytes == large
+        staging2, target2 = paths(driver, new.volume_id)
+        stage(csi, new.volume_id, staging2, cap)
+        publish(csi, new.volume_id, staging2, target2, cap)
+        st = os.statvfs(target2)
+        # Larger than the whole source volume (xfs keeps its internal log out of f_blocks).
+        assert st.f_blocks * st.f_frsize > small, (
+            f"the {fs_type} filesystem is {st.f_blocks * st.f_frsize} bytes on a {large}-byte volume"
+        )
+        assert Path(target2, "data").read_text() == "kept"
+        teardown(csi, new.volume_id, staging2, target2)
+        csi.controller.DeleteVolume(pb.DeleteVolumeRequest(volume_id=new.volume_id))
+    teardown(csi, vol.volume_id, staging, target)
+    csi.controller.DeleteSnapshot(pb.DeleteSnapshotRequest(snapshot_id=snap.snapshot_id))
+    csi.controller.DeleteVolume(pb.DeleteVolumeRequest(volume_id=vol.volume_id))
+    assert not list((driver.state_dir / "work").glob("grow-*"))
