@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.support.driver import Clients, DriverProcess, clients, running_driver
+from tests.support.driver import Clients, DriverProcess, cleanup_under, clients, running_driver
 
 
 @pytest.fixture
@@ -20,8 +20,14 @@ def driver(tmp_path: Path) -> Iterator[DriverProcess]:
     ) as d:
         (tmp_path / "kubelet" / "pods").mkdir(parents=True)
         (tmp_path / "kubelet" / "plugins").mkdir(parents=True)
-        yield d
+        try:
+            yield d
+        finally:
+            # kubelet's paths lie outside the driver's root: a test that fails half-way leaves
+            # its stage and publish mounts there, and they hold the loop devices.
+            stray = cleanup_under(tmp_path)
     assert not d.leaked, f"the driver left these behind: {d.leaked}"
+    assert not stray, f"the test left these behind: {stray}"
 
 
 @pytest.fixture
