@@ -296,7 +296,57 @@ def list_attached() -> list[LoopDevice]:
 def find_by_backing_file(backing_file: str) -> list[LoopDevice]:
     """Loop devices bound to backing_file (compared by real path; unlinked files match too)."""
     wanted = os.path.realpath(backing_file)
-    return [d for d in list_attached() if d.backing_file in (wanted, backing_file)]
+    return [
+        d
+        for d in list_attached()
+        if d.backing_file in (wanted, backing_file) or _bound_elsewhere(d, wanted)
+    ]
+
+
+def is_backed_in(device: LoopDevice, directory: str) -> bool:
+    """The device's backing file lies (or lay, if unlinked) directly in directory."""
+    if os.path.dirname(device.backing_file) == directory:
+        return True
+    return _bound_elsewhere(device, os.path.join(directory, os.path.basename(device.backing_file)))
+
+
+def _bound_elsewhere(device: LoopDevice, wanted: str) -> bool:
+    """A device attached through a mount of another mount namespace that has since gone (the
+    driver's previous container, killed) shows its backing file relative to that mount's root:
+    `/volumes/vol-….img` instead of `/var/lib/csi-hostpath-selinux/volumes/vol-….img`. Such a
+    path matches when it is a tail of wanted and the kernel's record of the backing inode
+    (LOOP_GET_STATUS64) is wanted's, or, for an unlinked file, lies on wanted's filesystem."""
+    if device.backing_file == wanted or not wanted.endswith(device.backing_file):
+        return False
+    identity = _backing_identity(device.path)
+    if identity is None:
+        return False
+    try:
+        st = os.stat(wanted, follow_symlinks=False)
+    except FileNotFoundError:
+        if not device.deleted:
+            return False
+        try:
+            return identity[0] == os.stat(os.path.dirname(wanted)).st_dev
+        except FileNotFoundError:
+            return False
+    return identity == (st.st_dev, st.st_ino)
+
+
+def _backing_identity(device: str) -> tuple[int, int] | None:
+    """(st_dev, st_ino) of the device's backing file, as the kernel recorded it at attach."""
+    try:
+        fd = os.open(device, os.O_RDONLY | os.O_CLOEXEC)
+    except OSError:
+        return None
+    try:
+        info = LoopInfo64()
+        fcntl.ioctl(fd, LOOP_GET_STATUS64, info)
+    except OSError:  # ENXIO: detached meanwhile
+        return None
+    finally:
+        os.close(fd)
+    return int(info.lo_device), int(info.lo_inode)
 
 
 def refresh_capacity(device: str) -> None:

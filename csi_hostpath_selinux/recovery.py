@@ -176,7 +176,7 @@ def _detach_unused_loops(catalog: Catalog, backends: dict[str, Backend], report:
     in_use |= {pub.device for pub in catalog.publications() if pub.device}
     mounted = {(m.major, m.minor) for m in read_mountinfo()}
     for dev in loopdev.list_attached():
-        if os.path.dirname(dev.backing_file) != str(volumes_dir):
+        if not loopdev.is_backed_in(dev, str(volumes_dir)):
             continue
         try:
             rdev = os.stat(dev.path).st_rdev

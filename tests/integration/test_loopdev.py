@@ -10,6 +10,7 @@ import errno
 import os
 import stat
 import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -270,3 +271,57 @@ def test_a_non_block_node_is_refused(tmp_path: Path, monkeypatch: pytest.MonkeyP
     with pytest.raises(OSError) as info:
         loopdev.ensure_node(4)
     assert info.value.errno == errno.ENOTBLK
+
+
+def attach_in_a_dead_mount_namespace(real_dir: Path, name: str) -> str:
+    """Attach real_dir/name through a bind mount of real_dir that exists only in a mount
+    namespace which is gone when this returns, as a killed driver container leaves it: sysfs then
+    shows the backing file relative to that mount (`/volumes/<name>`)."""
+    alias = real_dir.parent / "alias"
+    alias.mkdir()
+    script = (
+        "import os\n"
+        "from csi_hostpath_selinux import loopdev, syscalls\n"
+        f"syscalls.mount({str(real_dir)!r}, {str(alias)!r}, None, syscalls.MS_BIND, None)\n"
+        f"print(loopdev.attach(os.path.join({str(alias)!r}, {name!r})).path)\n"
+    )
+    out = subprocess.run(
+        # unshare makes every mount private first: the bind mount never reaches the host.
+        ["unshare", "--mount", "--propagation", "private", sys.executable, "-c", script],
+        check=True,
+        capture_output=True,
+        text=True,
+        env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])},
+    ).stdout.strip()
+    alias.rmdir()
+    return out
+
+
+def test_a_device_attached_from_a_gone_mount_namespace_is_found(
+    cleanup: Cleanup, tmp_path: Path
+) -> None:
+    """Found in the SELinux VM node: after the driver's container was killed, its successor
+    could not find (so never detached) the loop devices the old container had attached."""
+    volumes = tmp_path / "state" / "volumes"
+    volumes.mkdir(parents=True)
+    image = cleanup.image(volumes / "vol-1.img", mkfs=False)
+    twin_dir = tmp_path / "other" / "volumes"
+    twin_dir.mkdir(parents=True)
+    twin = cleanup.image(twin_dir / "vol-1.img", mkfs=False)  # same tail, another file
+    device = attach_in_a_dead_mount_namespace(volumes.parent, "volumes/vol-1.img")
+    try:
+        number = int(device.removeprefix("/dev/loop"))
+        shown = Path(f"/sys/block/loop{number}/loop/backing_file").read_text().strip()
+        assert shown == "/volumes/vol-1.img", "the kernel's view this test is about"
+        assert [d.path for d in loopdev.find_by_backing_file(image)] == [device]
+        assert loopdev.find_by_backing_file(twin) == []
+        [dev] = [d for d in loopdev.list_attached() if d.path == device]
+        assert loopdev.is_backed_in(dev, str(volumes))
+        assert not loopdev.is_backed_in(dev, str(twin_dir))
+        os.unlink(image)
+        assert [(d.path, d.deleted) for d in loopdev.find_by_backing_file(image)] == [
+            (device, True)
+        ]
+    finally:
+        if bound(int(device.removeprefix("/dev/loop"))):
+            loopdev.detach(device)
