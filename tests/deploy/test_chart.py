@@ -94,13 +94,14 @@ def test_selinuxfs_mode_mounts_it_directly_read_write() -> None:
 
 def _driver_selinux_options(*values: str) -> Any:
     pod = only(render_chart(CHART, *values), "DaemonSet")["spec"]["template"]["spec"]
-    return container(pod, DRIVER_CONTAINER)["securityContext"].get("seLinuxOptions")
+    assert "seLinuxOptions" not in container(pod, DRIVER_CONTAINER)["securityContext"]
+    return pod.get("securityContext", {}).get("seLinuxOptions")
 
 
 def test_driver_selinux_options_default_spc_t_and_are_a_value() -> None:
     """containerd with enable_selinux gives a privileged container container_t, which may not
-    relabel filesystems: the default asks for spc_t; other policies name their own type; {}
-    leaves the runtime's choice."""
+    relabel filesystems: the default asks for spc_t for the whole pod (the sidecars too); other
+    policies name their own type; {} leaves the runtime's choice."""
     assert _driver_selinux_options() == {"type": "spc_t"}
     assert _driver_selinux_options("selinux.driverSELinuxOptions.type=unconfined_container_t") == {
         "type": "unconfined_container_t"

@@ -49,7 +49,7 @@ class SelinuxNode:
         """A shell command on the node itself (the guest's root, mount and PID namespaces)."""
         out = self.cluster.kubectl(
             "-n", SHELL_NS, "exec", SHELL_POD, "--", "nsenter", "-t", "1", "-m", "-u", "-i", "-n",
-            "-p", "--", "sh", "-c", script, check=check, timeout=timeout)
+            "-p", "-r", "-w", "--", "sh", "-c", script, check=check, timeout=timeout)
         return out.stdout
 
     def mountinfo(self) -> list[str]:
@@ -150,7 +150,7 @@ class SelinuxNode:
         problems: list[str] = []
         if self.vm.running():
             out = self.cluster.kubectl(
-                "-n", SHELL_NS, "exec", SHELL_POD, "--", "nsenter", "-t", "1", "-m", "--",
+                "-n", SHELL_NS, "exec", SHELL_POD, "--", "nsenter", "-t", "1", "-m", "-r", "--",
                 "touch", "/run/node-stop", check=False, timeout=60)
             if out.returncode != 0:
                 problems.append(f"could not ask the guest to stop: {out.stderr.strip()}")

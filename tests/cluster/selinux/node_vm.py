@@ -49,7 +49,7 @@ GUEST_BINARIES = ("kubelet", "containerd", "containerd-shim-runc-v2", "ctr", "ru
 #: The images the node's pods use (the DaemonSet, the node shell, the scenarios' pods). Importing
 #: an image costs the guest about 0.6 s per MB under TCG, so the others stay on the host.
 GUEST_IMAGES = ("pause", "busybox", "driver", "node-driver-registrar", "livenessprobe",
-                "csi-provisioner", "csi-snapshotter")
+                "csi-provisioner", "csi-snapshotter", "e2e-busybox", "agnhost")
 #: What the console says when the guest init reaches a step (the init prints them).
 MARK_ENFORCE = "NODE-ENFORCE: "
 MARK_UP = "NODE-UP"
