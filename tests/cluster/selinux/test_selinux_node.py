@@ -246,9 +246,11 @@ def test_driver_killed_then_kubelet_restarted(cluster: Cluster, selinux_node: Se
         before = volume_mounts(selinux_node, pv_name, uid)
         kube.exec("app", "sh", "-c", "echo before > /data/f && sync")
 
+        # The driver's own process (not its sidecars); the bracket keeps the pattern from
+        # matching this very shell's command line.
         pids = selinux_node.sh(
             "for p in /proc/[0-9]*; do tr '\\0' ' ' <$p/cmdline 2>/dev/null | grep -q -- "
-            "'--drivername=' && echo ${p#/proc/}; done; true").split()
+            "'--drivernam[e]=' && echo ${p#/proc/}; done; true").split()
         assert len(pids) == 1, pids
         restarts = _driver_restarts(selinux_node)
         selinux_node.sh(f"kill -9 {pids[0]}")

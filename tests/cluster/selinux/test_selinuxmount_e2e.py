@@ -36,7 +36,7 @@ def test_selinuxmount_suite(cluster: Cluster, selinux_node: SelinuxNode) -> None
     testdriver.write_text(yaml.safe_dump(driver))
     cmd = [
         str(bins["e2e.test"]),
-        r"-ginkgo.focus=External.Storage.*\] selinuxmount ",
+        r"-ginkgo.focus=External.Storage.*\] seLinuxMount ",
         f"-ginkgo.skip={SKIP}", "-ginkgo.no-color", "-ginkgo.timeout=1h",
         f"-ginkgo.junit-report={report / 'junit.xml'}",
         f"-kubeconfig={cluster.admin_kubeconfig}", f"-storage.testdriver={testdriver}",
@@ -53,7 +53,8 @@ def test_selinuxmount_suite(cluster: Cluster, selinux_node: SelinuxNode) -> None
     assert junit.is_file(), f"e2e.test wrote no report (exit {proc.returncode}):\n" + "\n".join(
         log.read_text().splitlines()[-60:])
     results = storage_e2e.parse_junit(junit)
-    suite = results.get("selinuxmount", storage_e2e.SuiteResult())
+    # The suite's name in the spec text (test/e2e/storage/testsuites/selinuxmount.go).
+    suite = results.get("seLinuxMount", storage_e2e.SuiteResult())
     summary = {"seconds": round(elapsed), "exit_code": proc.returncode, "passed": suite.passed,
                "failed": suite.failed, "skipped": suite.skipped,
                "skip_reasons": dict(suite.skip_reasons), "failures": suite.failures}
