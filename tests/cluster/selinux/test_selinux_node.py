@@ -241,7 +241,7 @@ def test_driver_killed_then_kubelet_restarted(cluster: Cluster, selinux_node: Se
     with namespace(cluster, "selinux-restart") as kube:
         kube.apply(pvc("data", storage_class, size), app_pod(kube, "app", "data"))
         kube.wait_ready("app", POD_TIMEOUT)
-        pv_name, _ = volume_of(kube, "data")
+        pv_name, volume_id = volume_of(kube, "data")
         uid = kube.get("pod", "app")["metadata"]["uid"]
         before = volume_mounts(selinux_node, pv_name, uid)
         kube.exec("app", "sh", "-c", "echo before > /data/f && sync")
@@ -274,4 +274,10 @@ def test_driver_killed_then_kubelet_restarted(cluster: Cluster, selinux_node: Se
         assert kube.exec("late", "cat", "/data/f").strip() == "before"
         assert kube.exec("late", "cat", "/proc/1/attr/current").strip("\0\n ").endswith(LEVEL)
         assert denials_for(selinux_node, LEVEL) == []
-        kube.delete("pod/app", "pod/late")
+        kube.delete("pod/app", "pod/late", "pvc/data")
+        kube.wait(f"PV {pv_name} deleted", lambda: cluster.kubectl(
+            "get", "pv", pv_name, check=False).returncode != 0, 180)
+        loops = [line for line in selinux_node.sh("losetup -a").splitlines() if volume_id[:20] in line]
+        log = "\n".join(line for line in (selinux_node.driver_log()).splitlines()
+                        if volume_id in line and "Probe" not in line)
+        assert loops == [], f"loop device of the deleted volume still attached: {loops}\n{log}"
