@@ -13,6 +13,7 @@ packages=(
     e2fsprogs              # mkfs.ext4 -d (root, payload and results disks), debugfs
     attr                   # getfattr: the build checks the rootfs labels
     util-linux             # mount, losetup
+    socat                  # the VM node's one way out: QEMU's guestfwd to the apiserver
     ca-certificates
 )
 

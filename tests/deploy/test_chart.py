@@ -92,6 +92,23 @@ def test_selinuxfs_mode_mounts_it_directly_read_write() -> None:
     )
 
 
+def _driver_selinux_options(*values: str) -> Any:
+    pod = only(render_chart(CHART, *values), "DaemonSet")["spec"]["template"]["spec"]
+    assert "seLinuxOptions" not in container(pod, DRIVER_CONTAINER)["securityContext"]
+    return pod.get("securityContext", {}).get("seLinuxOptions")
+
+
+def test_driver_selinux_options_default_spc_t_and_are_a_value() -> None:
+    """containerd with enable_selinux gives a privileged container container_t, which may not
+    relabel filesystems: the default asks for spc_t for the whole pod (the sidecars too); other
+    policies name their own type; {} leaves the runtime's choice."""
+    assert _driver_selinux_options() == {"type": "spc_t"}
+    assert _driver_selinux_options("selinux.driverSELinuxOptions.type=unconfined_container_t") == {
+        "type": "unconfined_container_t"
+    }
+    assert _driver_selinux_options("selinux.driverSELinuxOptions=null") is None
+
+
 def test_custom_kubelet_dir_moves_every_path() -> None:
     kubelet = "/var/snap/microk8s/common/var/lib/kubelet"
     objs = render_chart(CHART, f"kubeletDir={kubelet}")
@@ -141,6 +158,7 @@ def test_chart_renders_the_same_objects_as_the_manifests() -> None:
         (("selinux.selinuxfsMount=bogus",), "selinuxfsMount"),
         (("imagee.tag=1",), "imagee"),
         (("storageClasses.nfs.enabled=true", "storageClasses.nfs.server="), "server"),
+        (("selinux.driverSELinuxOptions.typ=spc_t",), "typ"),
     ],
 )
 def test_chart_rejects_bad_values(values: tuple[str, ...], message: str) -> None:

@@ -1,7 +1,7 @@
 #!/bin/bash
 # Builds the e2e VM's root filesystem image. Run as root on a Debian host.
 # usage: build.sh MIRROR WORKDIR DEB_CACHE_DIR OUTPUT_DIR
-# Writes OUTPUT_DIR/root.img (sparse ext4, 3 GiB), OUTPUT_DIR/vmlinuz and OUTPUT_DIR/initrd.img.
+# Writes OUTPUT_DIR/root.img (sparse ext4, 6 GiB: the VM node keeps its container images there), OUTPUT_DIR/vmlinuz and OUTPUT_DIR/initrd.img.
 # Every input of this script (this file, packages.txt, container.cil, init-stub.sh) is part of the
 # image cache key computed by tests/e2e/vm.py, so editing any of them rebuilds the image.
 set -euo pipefail
@@ -31,12 +31,11 @@ printf '127.0.0.1\tlocalhost e2e-vm\n' >"$rootfs/etc/hosts"
 # The sole unix user the Samba share authenticates (its password is set at boot).
 chroot "$rootfs" useradd --no-create-home --shell /usr/sbin/nologin e2e
 
-step "installing the container_file_t policy module"
+step "installing the container policy module (container_file_t, container_t, spc_t, e2e_pod_t)"
 install -m 0644 "$here/container.cil" "$rootfs/tmp/container.cil"
 chroot "$rootfs" semodule -i /tmp/container.cil
 rm -f "$rootfs/tmp/container.cil"
 chroot "$rootfs" semodule -l | grep -qx container
-chroot "$rootfs" seinfo -t e2e_pod_t >/dev/null 2>&1 || true
 
 step "installing the init stub"
 install -m 0755 "$here/init-stub.sh" "$rootfs/usr/local/sbin/e2e-init"
@@ -68,6 +67,6 @@ cp "$initrd" "$out/initrd.img"
 
 step "making the ext4 image"
 rm -f "$out/root.img"
-mkfs.ext4 -q -L e2e-root -d "$rootfs" "$out/root.img" 3G
+mkfs.ext4 -q -L e2e-root -d "$rootfs" "$out/root.img" 6G
 rm -rf "$rootfs"
 step "done: $out"

@@ -1,0 +1,119 @@
+#!/bin/sh
+# PID 1 of the VM Kubernetes node (exec'd by the image's /usr/local/sbin/e2e-init from the payload
+# disk mounted at /payload). Brings up SELinux (enforcing), cgroup2, the network link to the
+# cluster (tests/cluster/selinux/node_vm.py), containerd with enable_selinux = true and the
+# images, then kubelet; then waits for the host's requests, which arrive as files the host makes
+# through a privileged node-shell pod: /run/node-restart-kubelet restarts kubelet, /run/node-stop
+# stops kubelet and containerd and powers the VM off. Lines the host parses start with "NODE-".
+set -u
+export PATH=/payload/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
+export HOME=/root LANG=C.UTF-8
+
+say() { echo "NODE-INIT: $(date +%T) $*"; }
+down() {
+    echo "NODE-DOWN: $*"
+    sync
+    umount /results 2>/dev/null
+    echo o >/proc/sysrq-trigger
+    sleep 60
+}
+
+. /payload/node/env
+
+mountpoint -q /sys || mount -t sysfs sysfs /sys
+mount -t tmpfs -o mode=0755 tmpfs /run
+mount -t tmpfs tmpfs /tmp
+mkdir -p /dev/pts /dev/shm
+mount -t devpts devpts /dev/pts
+mount -t tmpfs tmpfs /dev/shm
+mount -t selinuxfs selinuxfs /sys/fs/selinux
+mkdir -p /results
+mount -t ext4 /dev/vdc /results || down "no results disk"
+
+say "kernel $(uname -r); loading the SELinux policy"
+if ! load_policy -i; then
+    echo "NODE-ENFORCE: Disabled reason=load_policy failed"
+    down "load_policy failed"
+fi
+# Enforcing mode denies module loading from the unlabelled payload/init: load everything now.
+for module in virtio_net loop ext4 xfs overlay bridge veth br_netfilter; do
+    modprobe "$module" || say "modprobe $module failed"
+done
+
+hostname "$NODE_NAME"
+[ -s /etc/machine-id ] || tr -d '-' </proc/sys/kernel/random/uuid >/etc/machine-id
+echo "$NODE_NAME" >/etc/hostname
+printf '127.0.0.1\tlocalhost\n%s\t%s\n' "$NODE_IP" "$NODE_NAME" >/etc/hosts
+# QEMU's DNS address; restrict=on means nothing answers, which is all kubelet needs of it.
+echo "nameserver 10.96.0.3" >/etc/resolv.conf
+ip link set lo up
+ip addr add "$NODE_IP/32" dev lo
+nic=""
+for _ in $(seq 1 50); do
+    nic=$(ls /sys/class/net | grep -v -x -e lo | head -n 1)
+    [ -n "$nic" ] && break
+    sleep 0.2
+done
+[ -n "$nic" ] || down "no network interface"
+ip link set "$nic" up
+ip addr add "$GUEST_ADDR/$GUEST_PREFIX" dev "$nic"
+ip route add default via "$GUEST_GATEWAY" dev "$nic"
+say "network: $nic $GUEST_ADDR/$GUEST_PREFIX, node IP $NODE_IP on lo"
+
+# cgroup v2 with the controllers kubelet's cgroupfs driver uses.
+mount -t cgroup2 cgroup2 /sys/fs/cgroup
+for controller in cpu cpuset memory pids io hugetlb; do
+    echo "+$controller" >/sys/fs/cgroup/cgroup.subtree_control || say "cgroup controller $controller unavailable"
+done
+# Bidirectional mount propagation (the driver's mounts reaching kubelet) needs shared mounts.
+mount --make-rshared /
+mkdir -p /etc/cni/net.d /var/lib/kubelet /var/log/pods /var/log/containers /run/containerd \
+    /var/lib/csi-hostpath-selinux
+cp /payload/node/10-bridge.conflist /etc/cni/net.d/
+
+say "switching SELinux to enforcing mode"
+setenforce 1 || say "setenforce 1 failed"
+echo "NODE-ENFORCE: $(getenforce)"
+say "init runs as $(cat /proc/self/attr/current | tr -d '\0')"
+
+containerd --config /payload/node/containerd.toml >/results/containerd.log 2>&1 &
+containerd_pid=$!
+for _ in $(seq 1 120); do
+    ctr version >/dev/null 2>&1 && break
+    sleep 0.5
+done
+ctr version >/dev/null 2>&1 || down "containerd did not start: $(tail -n 20 /results/containerd.log)"
+say "containerd up; importing the images"
+for archive in /payload/images/*.tar; do
+    ctr -n k8s.io images import "$archive" >/dev/null || say "import of $archive failed"
+done
+say "images: $(ctr -n k8s.io images ls -q | grep -v sha256 | tr '\n' ' ')"
+
+start_kubelet() {
+    kubelet --config=/payload/node/kubelet.yaml --kubeconfig=/payload/node/kubeconfig \
+        --hostname-override="$NODE_NAME" --node-ip="$NODE_IP" --v=2 >>/results/kubelet.log 2>&1 &
+    kubelet_pid=$!
+    say "kubelet started (pid $kubelet_pid)"
+}
+start_kubelet
+echo "NODE-UP"
+
+while [ ! -e /run/node-stop ]; do
+    if [ -e /run/node-restart-kubelet ]; then
+        rm -f /run/node-restart-kubelet
+        kill "$kubelet_pid"
+        wait "$kubelet_pid"
+        say "kubelet stopped for a restart"
+        start_kubelet
+        echo "NODE-KUBELET-RESTARTED"
+    fi
+    sleep 1
+done
+
+say "stopping: kubelet, then containerd"
+kill "$kubelet_pid" 2>/dev/null
+wait "$kubelet_pid" 2>/dev/null
+kill "$containerd_pid" 2>/dev/null
+wait "$containerd_pid" 2>/dev/null
+dmesg >/results/dmesg.log
+down "stopped on request"

@@ -1,0 +1,193 @@
+"""Joining the SELinux VM to the harness's cluster, and looking at it the way an operator would.
+
+`join()` boots the VM node (node_vm.py), waits for it to be Ready and for the driver's DaemonSet
+pod on it to register the driver, and starts a node shell: a privileged, hostPID pod on the VM
+node (the `kubectl debug node/...` pattern) through which the tests read the guest's
+mountinfo, loop devices and kernel log with `nsenter -t 1`. `leave()` undoes all of it.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from tests.cluster.cluster import Cluster
+from tests.cluster.deploy import DAEMONSET, DRIVER_CONTAINER, DRIVER_NAME, NAMESPACE
+from tests.cluster.kube import BUSYBOX
+from tests.cluster.selinux.node_vm import MARK_UP, NODE_NAME, NodeVM
+
+SHELL_NS = "selinux-node-shell"
+SHELL_POD = "shell"
+#: The driver's log level on the cluster while the VM node is joined: 5 logs every CSI request
+#: (secrets redacted), which is how the tests see the mount_flags kubelet sent.
+DEBUG_LEVEL = "-v=5"
+SHIPPED_LEVEL = "-v=2"
+
+
+def wait(what: str, check: Any, timeout: float, diagnose: Any = lambda: "") -> None:
+    deadline = time.monotonic() + timeout
+    while not check():
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"{what}: not within {timeout:.0f} s\n{diagnose()}")
+        time.sleep(1)
+
+
+@dataclass
+class SelinuxNode:
+    cluster: Cluster
+    vm: NodeVM
+    timings: dict[str, float] = field(default_factory=dict)
+
+    # --- the operator's view ---------------------------------------------------------------
+
+    def sh(self, script: str, check: bool = True, timeout: float = 120) -> str:
+        """A shell command on the node itself (the guest's root, mount and PID namespaces)."""
+        out = self.cluster.kubectl(
+            "-n", SHELL_NS, "exec", SHELL_POD, "--", "nsenter", "-t", "1", "-m", "-u", "-i", "-n",
+            "-p", "-r", "-w", "--", "sh", "-c", script, check=check, timeout=timeout)
+        return out.stdout
+
+    def mountinfo(self) -> list[str]:
+        return self.sh("cat /proc/1/mountinfo").splitlines()
+
+    def avc_denials(self) -> list[str]:
+        return [line for line in self.sh("dmesg").splitlines()
+                if "avc:" in line and "denied" in line]
+
+    def driver_pod(self) -> str:
+        pods = self.cluster.kubectl_json(
+            "-n", NAMESPACE, "get", "pods", f"--field-selector=spec.nodeName={NODE_NAME}")["items"]
+        running = [p["metadata"]["name"] for p in pods
+                   if p["metadata"].get("deletionTimestamp") is None]
+        assert len(running) == 1, f"driver pods on {NODE_NAME}: {running}"
+        return str(running[0])
+
+    def driver_log(self, previous: bool = False) -> str:
+        return self.cluster.kubectl(
+            "-n", NAMESPACE, "logs", self.driver_pod(), "-c", DRIVER_CONTAINER,
+            *(["--previous"] if previous else []), timeout=60).stdout
+
+    def driver_ready(self) -> bool:
+        pods = self.cluster.kubectl_json(
+            "-n", NAMESPACE, "get", "pods", f"--field-selector=spec.nodeName={NODE_NAME}")["items"]
+        for p in pods:
+            if p["metadata"].get("deletionTimestamp") is None:
+                conds = {c["type"]: c["status"] for c in p["status"].get("conditions", [])}
+                if conds.get("Ready") == "True":
+                    return True
+        return False
+
+    def driver_registered(self) -> bool:
+        out = self.cluster.kubectl("get", "csinode", NODE_NAME, "-o", "json", check=False)
+        if out.returncode != 0:
+            return False
+        drivers = json.loads(out.stdout)["spec"].get("drivers") or []
+        return any(d["name"] == DRIVER_NAME for d in drivers)
+
+    def node_ready(self) -> bool:
+        out = self.cluster.kubectl(
+            "get", "node", NODE_NAME, "-o",
+            "jsonpath={.status.conditions[?(@.type=='Ready')].status}", check=False, timeout=20)
+        return out.stdout.strip() == "True"
+
+    def diagnose(self) -> str:
+        pods = self.cluster.kubectl("get", "pods", "-A", "-o", "wide", check=False).stdout
+        events = self.cluster.kubectl("get", "events", "-A", "--sort-by=.lastTimestamp",
+                                      check=False).stdout
+        return f"{pods}\n{events[-3000:]}\n--- VM console ---\n{self.vm.console_tail(30)}"
+
+    # --- join and leave --------------------------------------------------------------------
+
+    def _set_driver_level(self, level: str) -> None:
+        ds = self.cluster.kubectl_json("-n", NAMESPACE, "get", "daemonset", DAEMONSET)
+        containers = ds["spec"]["template"]["spec"]["containers"]
+        index = next(i for i, c in enumerate(containers) if c["name"] == DRIVER_CONTAINER)
+        args = containers[index]["args"]
+        current = next(i for i, a in enumerate(args) if re.fullmatch(r"-v=\d+", a))
+        if args[current] == level:
+            return
+        patch = [{"op": "replace", "path": f"/spec/template/spec/containers/{index}/args/{current}",
+                  "value": level}]
+        self.cluster.kubectl("-n", NAMESPACE, "patch", "daemonset", DAEMONSET, "--type=json",
+                             "-p", json.dumps(patch))
+
+    def _rollout(self, timeout: int) -> None:
+        self.cluster.kubectl("-n", NAMESPACE, "rollout", "status", f"daemonset/{DAEMONSET}",
+                             f"--timeout={timeout}s", timeout=timeout + 30)
+
+    def join(self) -> None:
+        t0 = time.monotonic()
+        # The host node's driver pod rolls over to the new level while the VM boots; the VM
+        # node's pod starts with it.
+        self._set_driver_level(DEBUG_LEVEL)
+        self.vm.boot()
+        self.vm.wait_console(MARK_UP, 1200)
+        self.timings["guest up (images imported, kubelet started)"] = time.monotonic() - t0
+        if self.vm.enforce != "Enforcing":
+            raise AssertionError(f"the VM node runs {self.vm.enforce}, not Enforcing:\n"
+                                 f"{self.vm.console_tail()}")
+        wait(f"node {NODE_NAME} Ready", self.node_ready, 600, self.diagnose)
+        self.timings["node Ready"] = time.monotonic() - t0
+        self.cluster.kubectl("create", "namespace", SHELL_NS)
+        self.cluster.kubectl("apply", "-f", "-", input=json.dumps(shell_pod()))
+        wait("the node shell pod Running", lambda: self.cluster.kubectl(
+            "-n", SHELL_NS, "get", "pod", SHELL_POD, "-o", "jsonpath={.status.phase}",
+            check=False).stdout == "Running", 600, self.diagnose)
+        wait("the driver registered on the VM node (CSINode)", self.driver_registered, 900,
+             self.diagnose)
+        wait("the driver pod on the VM node Ready", self.driver_ready, 600, self.diagnose)
+        self.timings["driver registered and Ready"] = time.monotonic() - t0
+        print(f"\nSELinux VM node joined: {self.timings} (VM {self.vm.timings})", file=sys.stderr)
+
+    def leave(self) -> list[str]:
+        """Power the VM off, remove the node and what ran on it, restore the driver's log level.
+        Returns problems found on the way (asserted by the caller)."""
+        problems: list[str] = []
+        if self.vm.running():
+            out = self.cluster.kubectl(
+                "-n", SHELL_NS, "exec", SHELL_POD, "--", "nsenter", "-t", "1", "-m", "-r", "--",
+                "touch", "/run/node-stop", check=False, timeout=60)
+            if out.returncode != 0:
+                problems.append(f"could not ask the guest to stop: {out.stderr.strip()}")
+        self.vm.stop()
+        down = [line for line in self.vm.console if "NODE-DOWN" in line]
+        if not down:
+            problems.append("the guest did not power off by itself (QEMU was killed)")
+        self.cluster.kubectl("delete", "node", NODE_NAME, "--ignore-not-found", check=False)
+        pods = self.cluster.kubectl_json("get", "pods", "-A",
+                                         f"--field-selector=spec.nodeName={NODE_NAME}")["items"]
+        for p in pods:
+            self.cluster.kubectl("-n", p["metadata"]["namespace"], "delete", "pod",
+                                 p["metadata"]["name"], "--force", "--grace-period=0",
+                                 check=False)
+        self.cluster.kubectl("delete", "namespace", SHELL_NS, "--ignore-not-found",
+                             "--timeout=120s", check=False)
+        self._set_driver_level(SHIPPED_LEVEL)
+        self._rollout(180)
+        return problems
+
+
+def shell_pod() -> dict[str, Any]:
+    return {
+        "apiVersion": "v1", "kind": "Pod", "metadata": {"name": SHELL_POD, "namespace": SHELL_NS},
+        "spec": {
+            "nodeName": NODE_NAME, "hostPID": True, "hostNetwork": True,
+            "terminationGracePeriodSeconds": 1,
+            "tolerations": [{"operator": "Exists"}],
+            "containers": [{
+                "name": "shell", "image": BUSYBOX, "imagePullPolicy": "Never",
+                "command": ["sleep", "100000"],
+                # Like the driver: privileged and spc_t, so it can read everything on the node.
+                "securityContext": {"privileged": True, "seLinuxOptions": {"type": "spc_t"}},
+            }],
+        },
+    }
+
+
+def guest_logs(node: SelinuxNode) -> Path:
+    return node.vm.work / "guest-logs"
