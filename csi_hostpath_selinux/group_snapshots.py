@@ -164,7 +164,7 @@ class GroupSnapshots:
         group_id = new_group_snapshot_id()
         state_dir = members[0].backend.env.state_dir if members else None
         marks = (
-            statedir.intent(state_dir, *(m.snapshot_id for m in members))
+            statedir.intent(self.catalog, state_dir, *(m.snapshot_id for m in members))
             if state_dir is not None
             else contextlib.nullcontext()
         )
@@ -247,7 +247,7 @@ class GroupSnapshots:
             # Intent, catalog, files: a crash before the files go leaves files nothing refers
             # to, which start-up reconciliation removes (the intent proves them garbage).
             state_dir = next(iter(self.backends.values())).env.state_dir
-            with statedir.intent(state_dir, *group.snapshot_ids):
+            with statedir.intent(self.catalog, state_dir, *group.snapshot_ids):
                 self.catalog.remove_group_snapshot(group.id)
                 for path in files.values():
                     path.unlink(missing_ok=True)

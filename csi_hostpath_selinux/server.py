@@ -119,7 +119,11 @@ def _build(config: DriverConfig, lock_fd: int, mounter: Mounter | None) -> Drive
     reserve = statedir.Reserve(config.state_dir)
     reserve.start()
     try:
-        catalog = Catalog(config.catalog_path, before_write=reserve.before_write)
+        catalog = Catalog(
+            config.catalog_path,
+            before_write=reserve.before_write,
+            sync_dirs=statedir.sync_dirs(config.state_dir),
+        )
     except sqlite3.DatabaseError as exc:
         raise damaged(config, exc) from exc
     try:

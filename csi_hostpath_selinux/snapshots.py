@@ -92,7 +92,7 @@ class SnapshotManager:
             backend = self.backends[vol.kind]
             snap_id = new_snapshot_id()
             dest = snapshot_file(backend, snap_id)
-            with statedir.intent(self.config.state_dir, snap_id):
+            with statedir.intent(self.catalog, self.config.state_dir, snap_id):
                 with self.locks.hold(vol.id), self.mount_root(vol) as root:
                     backend.snapshot(vol, dest, root)
                 snap = Snapshot(
@@ -128,7 +128,7 @@ class SnapshotManager:
                     "group snapshot instead"
                 )
             kind = snap_kind(snap.id, self.backends)
-            with statedir.intent(self.config.state_dir, snap.id):
+            with statedir.intent(self.catalog, self.config.state_dir, snap.id):
                 self.catalog.remove_snapshot(snap.id)
                 if kind:
                     snapshot_file(self.backends[kind], snap.id).unlink(missing_ok=True)

@@ -116,7 +116,14 @@ def tolerate_full_disk(what: str) -> Iterator[None]:
 class Catalog:
     """Thread-safe access to the sqlite catalog in the state directory."""
 
-    def __init__(self, path: Path, before_write: Callable[[], None] | None = None) -> None:
+    def __init__(
+        self,
+        path: Path,
+        before_write: Callable[[], None] | None = None,
+        sync_dirs: Sequence[Path] = (),
+    ) -> None:
+        """sync_dirs: directories fsynced before each sync of the WAL (statedir.sync_dirs), so
+        that what was created or removed in them before a commit is on disk with the commit."""
         self.path = path
         #: Called before every write transaction (statedir.Reserve frees space on a full disk).
         self._before_write = before_write
@@ -126,7 +133,7 @@ class Catalog:
         # Commits are appended to the WAL without waiting for the disk; _WalSync makes them
         # durable (see transaction()). Checkpoints still sync the WAL and the database file.
         self._db.execute("PRAGMA synchronous=NORMAL")
-        self._wal_sync = _WalSync(path)
+        self._wal_sync = _WalSync(path, sync_dirs)
         self._db.execute("PRAGMA foreign_keys=ON")
         with self.transaction() as db:
             for statement in _SCHEMA.split(";"):
@@ -163,9 +170,11 @@ class Catalog:
 
         Every commit survives kill -9: it is in the WAL (the kernel's page cache) when COMMIT
         returns. What reaches the disk, and so survives a power cut:
-        - durable=True (volumes, snapshots): a background thread fdatasyncs the WAL at most
-          _WalSync.DELAY (0.25 s) after the commit, one sync for every commit of that window,
-          and in any case before any later durable=False commit is made;
+        - durable=True (volumes, snapshots): a background thread syncs at most _WalSync.DELAY
+          (0.25 s) after the commit, one sync for every commit of that window, and in any case
+          before any later durable=False commit is made. A sync fsyncs the sync_dirs (the
+          intents and the storage's directory entries made before the commit) and then
+          fdatasyncs the WAL; after_sync() runs what must wait for it (removing intents);
         - durable=False (stagings, publications): no fsync of their own. After a power cut
           their mounts are gone anyway and start-up reconciliation drops the records. But
           before they are committed, every earlier durable=True commit is on disk, so a
@@ -186,6 +195,15 @@ class Catalog:
             self._db.execute("COMMIT")
             if durable:
                 self._wal_sync.committed()
+
+    def after_sync(self, action: Callable[[], None]) -> None:
+        """Run action once every commit made so far is on disk: at once (in this thread) when
+        it already is, else in the syncing thread right after the sync that covers it."""
+        self._wal_sync.after_sync(action)
+
+    def sync(self) -> None:
+        """Return once every commit made so far is on disk."""
+        self._wal_sync.sync()
 
     def check(self) -> None:
         """Raise sqlite3.Error when the catalog cannot be read (used by Probe)."""
@@ -505,7 +523,15 @@ class _WalSync:
 
     committed() notes a commit that must reach the disk; the syncing thread fsyncs at most
     DELAY seconds later, once for every commit noted by then. sync() returns once every commit
-    noted before the call is on disk (fsyncing itself when needed).
+    noted before the call is on disk (fsyncing itself when needed). after_sync(action) runs
+    action once every commit noted before the call is on disk.
+
+    A sync first fsyncs dirs (statedir.sync_dirs: the intents and the storage's parents), then
+    fdatasyncs the WAL. The first makes the filesystem commit its journal up to the entries
+    made in dirs before the commits (intents, new storage); without it, a WAL that sqlite
+    rewrites in place after a checkpoint reaches the disk with fdatasync alone, which commits
+    no journal, and a row removal could then be on disk before the intent written just before
+    it. One journal commit per sync, at most 1/DELAY per second, off the RPC path.
 
     Why not at once: an fsync of the WAL makes the filesystem commit its journal, and every
     mkdir, rmdir or create on that filesystem meanwhile waits for that commit: an fsync after
@@ -515,9 +541,12 @@ class _WalSync:
     #: Longest time a noted commit waits for the disk (unless sync() is called first).
     DELAY = 0.25
 
-    def __init__(self, db_path: Path) -> None:
+    def __init__(self, db_path: Path, dirs: Sequence[Path] = ()) -> None:
         self._wal = db_path.with_name(db_path.name + "-wal")
+        self._dirs = tuple(dirs)
         self._cond = threading.Condition()
+        #: (commits noted when it was registered, action): run once those are on disk.
+        self._waiting: list[tuple[int, Callable[[], None]]] = []
         self._noted = 0  # commits noted so far
         self._synced = 0  # commits known to be on disk
         self._closed = False
@@ -536,6 +565,13 @@ class _WalSync:
             if self._synced >= target:
                 return
         self._fsync_up_to(target)
+
+    def after_sync(self, action: Callable[[], None]) -> None:
+        with self._cond:
+            if self._synced < self._noted:
+                self._waiting.append((self._noted, action))
+                return
+        action()
 
     def close(self) -> None:
         self.sync()
@@ -564,17 +600,27 @@ class _WalSync:
                     self._cond.wait(0.1)
 
     def _fsync_up_to(self, target: int) -> None:
-        """fdatasync the WAL; every commit appended before this call is then on disk.
+        """fsync the dirs, then fdatasync the WAL; every commit appended before this call, and
+        every entry made in the dirs before it, is then on disk. Then run what waited for it.
 
-        fdatasync, as sqlite itself does: it skips the timestamps, so once the WAL has wrapped
-        (sqlite rewrites it from the start after a checkpoint) a sync is a flush of the
-        rewritten pages, not a commit of the filesystem's journal that other threads' mkdir
-        and rmdir would have to wait for."""
+        The WAL gets fdatasync, as sqlite itself does: it skips the timestamps, so once the WAL
+        has wrapped (sqlite rewrites it from the start after a checkpoint) it is a flush of the
+        rewritten pages. The one journal commit of a sync is the dirs' (see the class)."""
+        for directory in self._dirs:
+            with suppress(FileNotFoundError):  # not made yet: nothing in it to sync
+                _fsync_path(directory)
         # No WAL: sqlite checkpointed it into the database file and synced that.
         with suppress(FileNotFoundError):
             _fsync_path(self._wal, data_only=True)
         with self._cond:
             self._synced = max(self._synced, target)
+            due = [action for noted, action in self._waiting if noted <= self._synced]
+            self._waiting = [(n, a) for n, a in self._waiting if n > self._synced]
+        for action in due:
+            try:
+                action()
+            except OSError:
+                log.exception("an action after the catalog's sync failed")
 
 
 def _fsync_path(path: Path, data_only: bool = False) -> None:

@@ -7,8 +7,9 @@ restore that skipped it) also makes real volumes look unlisted. So storage count
 when it is *proven* to be:
 
 - every create and delete of volume or snapshot storage first writes an intent file
-  (`intents/<id>`, fsynced) and removes it after the catalog committed; storage the catalog does
-  not list is removed only when its intent file is there;
+  (`intents/<id>`) and removes it once the catalog's commit is on disk (see intent() for why
+  that needs no fsync on the RPC's path and survives a power cut); storage the catalog does not
+  list is removed only when its intent file is there;
 - the catalog carries an identity, written once into the catalog and beside it (`catalog.id`);
   a catalog that is new or empty while the state directory says one existed, or that belongs to
   another directory, is refused;
@@ -18,8 +19,11 @@ when it is *proven* to be:
 
 from __future__ import annotations
 
+import collections
 import contextlib
+import errno
 import fcntl
+import functools
 import logging
 import os
 import threading
@@ -33,6 +37,8 @@ from .state import Catalog
 
 IDENTITY_FILE = "catalog.id"
 INTENTS_DIR = "intents"
+#: The file every intent is a hard link of (not an id, so never taken for an intent).
+MARK_FILE = ".mark"
 LOCK_FILE = "driver.lock"
 RESERVE_FILE = "reserve"
 MIB = 1024 * 1024
@@ -185,28 +191,84 @@ class Reserve:
 # intents
 
 
+#: Intents held by this process, by file: a file is removed only when no create or delete of
+#: its id still needs it (a group snapshot's delete may follow its create within one sync).
+_held: collections.Counter[Path] = collections.Counter()
+_held_lock = threading.Lock()
+
+
+def sync_dirs(state_dir: Path) -> list[Path]:
+    """The directories the catalog fsyncs before each sync of its WAL (Catalog(sync_dirs=)):
+    the intents, and the parents of volume and snapshot storage."""
+    return [state_dir / INTENTS_DIR, state_dir / "volumes", state_dir / "snapshots"]
+
+
 @contextlib.contextmanager
-def intent(state_dir: Path, *ids: str) -> Iterator[None]:
+def intent(catalog: Catalog, state_dir: Path, *ids: str) -> Iterator[None]:
     """Mark the storage of ids as "maybe garbage" for the block: a create or delete in progress.
 
-    The marks are on disk before the block starts. They are removed when the block succeeds;
-    after a failure or a kill they stay, and start-up reconciliation may then remove the storage
-    of these ids that the catalog does not list (and drops the marks).
+    The marks are made before the block starts, without fsync: a kill -9 does not lose them
+    (they are in the page cache), and the filesystem's journal puts them on disk no later than
+    what the block then creates or removes (metadata operations reach the disk in the order
+    they were made, on ext4 and xfs). After the block succeeds, they are removed once the
+    catalog's sync that covers the block's commits is done (Catalog.after_sync), never before:
+    until then a power cut can take the commit back, and the mark is what lets start-up
+    reconciliation remove the storage the catalog then does not list. After a failure or a kill
+    they stay until the next start, whose reconciliation may remove the storage of these ids
+    that the catalog does not list (and drops the marks).
     """
     directory = state_dir / INTENTS_DIR
-    directory.mkdir(mode=0o700, parents=True, exist_ok=True)
-    for ident in ids:
-        fd = os.open(
-            directory / ident, os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600
-        )
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-    _fsync_dir(directory)
+    marks = [directory / ident for ident in ids]
+    with _held_lock:
+        _held.update(marks)
+    try:
+        for mark in marks:
+            _create(mark)
+    except BaseException:
+        with _held_lock:
+            _held.subtract(marks)
+        raise
     yield
-    for ident in ids:
-        (directory / ident).unlink(missing_ok=True)
+    catalog.after_sync(functools.partial(_release, marks))
+
+
+def _create(mark: Path) -> None:
+    """Make the intent file: a hard link to intents/.mark, or a new file if that fails.
+
+    A link adds a directory entry to an existing inode; a new file allocates an inode, which
+    measured 70 times slower here (7 us against 0.5 ms on the state directory's ext4 under
+    load). Either is one metadata operation, ordered by the journal like any other."""
+    base = mark.parent / MARK_FILE
+    try:
+        os.link(base, mark, follow_symlinks=False)
+        return
+    except FileExistsError:
+        return  # another create or delete of this id holds it too
+    except FileNotFoundError:
+        mark.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        _new_file(base)
+    except OSError as exc:
+        if exc.errno != errno.EMLINK:
+            raise
+        _new_file(mark)  # the link count is at its limit
+        return
+    with contextlib.suppress(FileExistsError):
+        os.link(base, mark, follow_symlinks=False)
+
+
+def _new_file(path: Path) -> None:
+    os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600))
+
+
+def _release(marks: list[Path]) -> None:
+    # Under the lock: an intent() of the same id that counted itself before this keeps its file;
+    # one that counts itself after this creates its file after this unlink.
+    with _held_lock:
+        for mark in marks:
+            _held[mark] -= 1
+            if _held[mark] <= 0:
+                del _held[mark]
+                mark.unlink(missing_ok=True)
 
 
 def intents(state_dir: Path) -> set[str]:

@@ -242,7 +242,7 @@ class VolumeManager:
         # Intent, storage, catalog: a crash in between leaves storage that start-up
         # reconciliation removes (its intent proves it garbage), never a catalog entry without
         # storage.
-        with statedir.intent(self.config.state_dir, vol.id):
+        with statedir.intent(self.catalog, self.config.state_dir, vol.id):
             backend.create(vol, secrets, source_path)
             try:
                 self.catalog.add_volume(vol)
@@ -463,7 +463,7 @@ class VolumeManager:
                     f"volume {volume_id} is still staged at {stagings[0].staging_path}; "
                     "unstage it before deleting it"
                 )
-            with statedir.intent(self.config.state_dir, volume_id):
+            with statedir.intent(self.catalog, self.config.state_dir, volume_id):
                 self.catalog.remove_volume(volume_id)
                 self.backend(vol.kind).delete(vol, secrets)
             log.info("deleted volume %s (%r)", vol.id, vol.name)

@@ -21,6 +21,7 @@ from pathlib import Path
 import grpc
 import pytest
 
+from csi_hostpath_selinux import statedir
 from csi_hostpath_selinux._proto import csi_pb2 as pb
 from tests.reliability.conftest import Node, NodeFactory
 from tests.reliability.crash import mount_count
@@ -109,6 +110,12 @@ def test_a_lost_wal_never_deletes_the_volumes_it_recorded(node: Node) -> None:
     node.driver.start()
     new_vol = node.csi.controller.CreateVolume(create("only-in-wal", mount_cap("ext4"))).volume
     state = node.driver.state_dir
+    # The create is finished once its row is synced (at most 0.25 s after the reply) and its
+    # intent is gone. Before that, a catalog without the row (a power cut, or this lost WAL)
+    # means the create is undone: its storage, never mounted, is removed (test_intents.py).
+    deadline = time.monotonic() + 10
+    while statedir.intents(state) and time.monotonic() < deadline:
+        time.sleep(0.05)
     node.driver.stop(signal.SIGKILL)
     wal = state / "catalog.sqlite-wal"
     assert wal.stat().st_size > 0, "the test needs the last create to live in the WAL only"

@@ -94,3 +94,30 @@ def test_close_syncs_what_is_pending(tmp_path: Path, monkeypatch: pytest.MonkeyP
     cat.close()
     assert syncs.count() == start + 1
     assert Catalog(path).volume(vol.id) == vol
+
+
+def test_a_sync_fsyncs_the_sync_dirs_before_the_wal_and_then_runs_what_waited(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The intents made before a commit are on disk before the commit is (a WAL rewritten in
+    place reaches the disk with fdatasync alone, which commits no filesystem journal)."""
+    monkeypatch.setattr(state._WalSync, "DELAY", 3600.0)
+    order: list[str] = []
+    real = state._fsync_path
+
+    def recording(path: Path, data_only: bool = False) -> None:
+        real(path, data_only)
+        order.append(path.name)
+
+    intents = tmp_path / "intents"
+    intents.mkdir()
+    cat = Catalog(tmp_path / "c.sqlite", sync_dirs=[intents, tmp_path / "not-made-yet"])
+    monkeypatch.setattr(state, "_fsync_path", recording)
+    cat.add_volume(volume("pvc-1"))
+    cat.after_sync(lambda: order.append("after"))
+    assert order == [], "after_sync ran before the sync that covers the commit"
+    cat.sync()
+    assert order == ["intents", "c.sqlite-wal", "after"]
+    cat.after_sync(lambda: order.append("at once"))
+    assert order[-1] == "at once", "with nothing left to sync, the action runs at once"
+    cat.close()
