@@ -451,7 +451,6 @@ class Catalog:
             rows = self._db.execute(query, {"p": path}).fetchall()
         return [(str(r[0]), str(r[1])) for r in rows]
 
-
     # group snapshots
 
     def add_group_snapshot(self, group: GroupSnapshot, members: Sequence[Snapshot]) -> None:

@@ -113,7 +113,9 @@ class Process:
 @dataclass
 class Cluster:
     components: Components
-    root: Path = field(default_factory=lambda: Path(tempfile.mkdtemp(prefix="csi-cluster-", dir="/var/tmp")))
+    root: Path = field(
+        default_factory=lambda: Path(tempfile.mkdtemp(prefix="csi-cluster-", dir="/var/tmp"))
+    )
     cluster_id: str = field(default_factory=lambda: uuid.uuid4().hex[:8])
     processes: list[Process] = field(default_factory=list)
     created_dirs: list[Path] = field(default_factory=list)
@@ -159,12 +161,22 @@ class Cluster:
             cmd.append(f"--mount={self.mntns}")
         return [*cmd, "--"]
 
-    def run(self, args: Sequence[str], *, check: bool = True, timeout: float = 120,
-            input: bytes | None = None) -> subprocess.CompletedProcess[str]:
+    def run(
+        self,
+        args: Sequence[str],
+        *,
+        check: bool = True,
+        timeout: float = 120,
+        input: bytes | None = None,
+    ) -> subprocess.CompletedProcess[str]:
         """A command in both namespaces, its output captured."""
         proc = subprocess.run(
-            [*self.nsenter(), *args], capture_output=True, timeout=timeout, check=False,
-            input=input.decode() if input is not None else None, text=True,
+            [*self.nsenter(), *args],
+            capture_output=True,
+            timeout=timeout,
+            check=False,
+            input=input.decode() if input is not None else None,
+            text=True,
         )
         if check and proc.returncode != 0:
             raise RuntimeError(
@@ -172,27 +184,43 @@ class Cluster:
             )
         return proc
 
-    def start_process(self, name: str, args: Sequence[str], env: dict[str, str] | None = None) -> Process:
+    def start_process(
+        self, name: str, args: Sequence[str], env: dict[str, str] | None = None
+    ) -> Process:
         log = self.logs / f"{name}.log"
         with log.open("ab") as out:
             popen = subprocess.Popen(
-                [*self.nsenter(), *args], stdout=out, stderr=subprocess.STDOUT,
-                stdin=subprocess.DEVNULL, start_new_session=True,
+                [*self.nsenter(), *args],
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                start_new_session=True,
                 env={**os.environ, **(env or {})},
             )
         proc = Process(name, popen, log)
         self.processes.append(proc)
         return proc
 
-    def kubectl(self, *args: str, check: bool = True, timeout: float = 120,
-                input: str | None = None) -> subprocess.CompletedProcess[str]:
+    def kubectl(
+        self, *args: str, check: bool = True, timeout: float = 120, input: str | None = None
+    ) -> subprocess.CompletedProcess[str]:
         proc = subprocess.run(
-            [*self.nsenter(mount=False), self.components.binary("kubectl"),
-             f"--kubeconfig={self.admin_kubeconfig}", *args],
-            capture_output=True, text=True, timeout=timeout, check=False, input=input,
+            [
+                *self.nsenter(mount=False),
+                self.components.binary("kubectl"),
+                f"--kubeconfig={self.admin_kubeconfig}",
+                *args,
+            ],
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            check=False,
+            input=input,
         )
         if check and proc.returncode != 0:
-            raise RuntimeError(f"kubectl {' '.join(args)} exited {proc.returncode}: {proc.stderr.strip()}")
+            raise RuntimeError(
+                f"kubectl {' '.join(args)} exited {proc.returncode}: {proc.stderr.strip()}"
+            )
         return proc
 
     def kubectl_json(self, *args: str) -> dict:  # type: ignore[type-arg]
@@ -233,8 +261,9 @@ class Cluster:
             self._import_images(essential)
             self.timings["images imported"] = time.monotonic() - t0
             self._essential_imported.set()
-            self._import_images([i for n, i in self.components.images.items()
-                                 if n.startswith(E2E_ONLY)])
+            self._import_images(
+                [i for n, i in self.components.images.items() if n.startswith(E2E_ONLY)]
+            )
             self.timings["e2e images imported"] = time.monotonic() - t0
         except BaseException as e:
             self._import_error = e
@@ -251,12 +280,18 @@ class Cluster:
 
     def save_state(self) -> None:
         if self.state_file is not None:
-            self.state_file.write_text(json.dumps({
-                "root": str(self.root), "cluster_id": self.cluster_id,
-                "created_dirs": [str(d) for d in self.created_dirs],
-                "net_inode": self.net_inode, "mnt_inode": self.mnt_inode,
-                "pid_inode": self.pid_inode,
-            }))
+            self.state_file.write_text(
+                json.dumps(
+                    {
+                        "root": str(self.root),
+                        "cluster_id": self.cluster_id,
+                        "created_dirs": [str(d) for d in self.created_dirs],
+                        "net_inode": self.net_inode,
+                        "mnt_inode": self.mnt_inode,
+                        "pid_inode": self.pid_inode,
+                    }
+                )
+            )
 
     @classmethod
     def recover(cls, components: Components, state_file: Path) -> list[str]:
@@ -264,10 +299,15 @@ class Cluster:
         if not state_file.exists():
             return []
         state = json.loads(state_file.read_text())
-        old = cls(components, root=Path(state["root"]), cluster_id=state["cluster_id"],
-                  created_dirs=[Path(d) for d in state["created_dirs"]],
-                  net_inode=state["net_inode"], mnt_inode=state["mnt_inode"],
-                  pid_inode=state.get("pid_inode"))
+        old = cls(
+            components,
+            root=Path(state["root"]),
+            cluster_id=state["cluster_id"],
+            created_dirs=[Path(d) for d in state["created_dirs"]],
+            net_inode=state["net_inode"],
+            mnt_inode=state["mnt_inode"],
+            pid_inode=state.get("pid_inode"),
+        )
         old.stop()
         state_file.unlink()
         return old.leftovers()
@@ -283,8 +323,14 @@ class Cluster:
         # Private first (leave every host peer group), then rshared inside: Bidirectional mount
         # propagation needs shared mounts, and they must never reach the host.
         subprocess.run(
-            ["unshare", f"--net={self.netns}", f"--mount={self.mntns}", "--propagation", "private",
-             "true"],
+            [
+                "unshare",
+                f"--net={self.netns}",
+                f"--mount={self.mntns}",
+                "--propagation",
+                "private",
+                "true",
+            ],
             check=True,
         )
         self.net_inode = os.stat(self.netns).st_ino
@@ -299,9 +345,20 @@ class Cluster:
         hostexec pods: nsenter --mount=/rootfs/proc/1/ns/mnt) then reach the cluster's node, not
         the real host; and killing that PID 1 kills every process of the cluster."""
         self.init_process = subprocess.Popen(
-            ["nsenter", f"--net={self.netns}", f"--mount={self.mntns}", "--",
-             "unshare", "--pid", "--fork", "--kill-child", "sleep", "infinity"],
-            stdin=subprocess.DEVNULL, start_new_session=True,
+            [
+                "nsenter",
+                f"--net={self.netns}",
+                f"--mount={self.mntns}",
+                "--",
+                "unshare",
+                "--pid",
+                "--fork",
+                "--kill-child",
+                "sleep",
+                "infinity",
+            ],
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
         )
         deadline = time.monotonic() + 10
         while self.init_pid is None:
@@ -348,8 +405,17 @@ class Cluster:
                 self.save_state()
             self.private(path).mkdir(parents=True)
             if path in TMPFS_PATHS:
-                self.run(["mount", "-t", "tmpfs", "-o", TMPFS_PATHS[path], "tmpfs",
-                          str(self.private(path))])
+                self.run(
+                    [
+                        "mount",
+                        "-t",
+                        "tmpfs",
+                        "-o",
+                        TMPFS_PATHS[path],
+                        "tmpfs",
+                        str(self.private(path)),
+                    ]
+                )
             self.run(["mount", "--bind", str(self.private(path)), path])
         (self.private("/opt/cni") / "bin").mkdir()
         for plugin in self.components.cni_bin_dir.iterdir():
@@ -378,62 +444,86 @@ class Cluster:
 
     def _make_pki(self) -> None:
         sans = [f"IP:{ip}" for ip in ("127.0.0.1", SERVICE_IP, NODE_IP)] + [
-            f"DNS:{n}" for n in ("localhost", "kubernetes", "kubernetes.default",
-                                 "kubernetes.default.svc", "kubernetes.default.svc.cluster.local",
-                                 NODE_NAME)
+            f"DNS:{n}"
+            for n in (
+                "localhost",
+                "kubernetes",
+                "kubernetes.default",
+                "kubernetes.default.svc",
+                "kubernetes.default.svc.cluster.local",
+                NODE_NAME,
+            )
         ]
         pki = Pki(self.root / "pki", sans)
         self.pki = pki
         self.apiserver_cert = pki.issue("apiserver", "/CN=kube-apiserver", "server")
         self.kubelet_serving = pki.issue("kubelet-serving", f"/CN={NODE_NAME}", "server")
         self.apiserver_kubelet_client = pki.issue(
-            "apiserver-kubelet-client", "/O=system:masters/CN=kube-apiserver-kubelet-client", "client")
+            "apiserver-kubelet-client",
+            "/O=system:masters/CN=kube-apiserver-kubelet-client",
+            "client",
+        )
         self.sa = pki.service_account_keys()
         server = "https://127.0.0.1:443"
         self.admin_kubeconfig = pki.kubeconfig(
-            "admin", server, pki.issue("admin", "/O=system:masters/CN=cluster-admin", "client"))
+            "admin", server, pki.issue("admin", "/O=system:masters/CN=cluster-admin", "client")
+        )
         self.kubelet_kubeconfig = pki.kubeconfig(
-            "kubelet", server,
-            pki.issue("kubelet", f"/O=system:nodes/CN=system:node:{NODE_NAME}", "client"))
+            "kubelet",
+            server,
+            pki.issue("kubelet", f"/O=system:nodes/CN=system:node:{NODE_NAME}", "client"),
+        )
         self.cm_kubeconfig = pki.kubeconfig(
-            "controller-manager", server,
-            pki.issue("cm", "/CN=system:kube-controller-manager", "client"))
+            "controller-manager",
+            server,
+            pki.issue("cm", "/CN=system:kube-controller-manager", "client"),
+        )
         self.scheduler_kubeconfig = pki.kubeconfig(
-            "scheduler", server, pki.issue("scheduler", "/CN=system:kube-scheduler", "client"))
+            "scheduler", server, pki.issue("scheduler", "/CN=system:kube-scheduler", "client")
+        )
 
     def _start_etcd(self) -> None:
-        self.start_process("etcd", [
-            self.components.binary("etcd"), f"--data-dir={self.root / 'etcd' / 'data'}",
-            "--listen-client-urls=http://127.0.0.1:2379",
-            "--advertise-client-urls=http://127.0.0.1:2379",
-            "--listen-peer-urls=http://127.0.0.1:2380",
-            "--initial-advertise-peer-urls=http://127.0.0.1:2380",
-            "--initial-cluster=default=http://127.0.0.1:2380",
-            "--log-level=warn",
-        ])
+        self.start_process(
+            "etcd",
+            [
+                self.components.binary("etcd"),
+                f"--data-dir={self.root / 'etcd' / 'data'}",
+                "--listen-client-urls=http://127.0.0.1:2379",
+                "--advertise-client-urls=http://127.0.0.1:2379",
+                "--listen-peer-urls=http://127.0.0.1:2380",
+                "--initial-advertise-peer-urls=http://127.0.0.1:2380",
+                "--initial-cluster=default=http://127.0.0.1:2380",
+                "--log-level=warn",
+            ],
+        )
 
     def _start_apiserver(self) -> None:
         p = self.pki
-        self.start_process("kube-apiserver", [
-            self.components.binary("kube-apiserver"),
-            "--etcd-servers=http://127.0.0.1:2379",
-            "--bind-address=0.0.0.0", "--secure-port=443", f"--advertise-address={NODE_IP}",
-            f"--service-cluster-ip-range={SERVICE_CIDR}",
-            f"--client-ca-file={p.ca.cert}",
-            f"--tls-cert-file={self.apiserver_cert.cert}",
-            f"--tls-private-key-file={self.apiserver_cert.key}",
-            f"--service-account-key-file={self.sa.cert}",
-            f"--service-account-signing-key-file={self.sa.key}",
-            "--service-account-issuer=https://kubernetes.default.svc.cluster.local",
-            "--authorization-mode=Node,RBAC",
-            "--enable-admission-plugins=NodeRestriction",
-            f"--kubelet-client-certificate={self.apiserver_kubelet_client.cert}",
-            f"--kubelet-client-key={self.apiserver_kubelet_client.key}",
-            "--kubelet-preferred-address-types=InternalIP",
-            "--allow-privileged=true",
-            f"--cert-dir={self.root / 'apiserver-certs'}",
-            "--v=1",
-        ])
+        self.start_process(
+            "kube-apiserver",
+            [
+                self.components.binary("kube-apiserver"),
+                "--etcd-servers=http://127.0.0.1:2379",
+                "--bind-address=0.0.0.0",
+                "--secure-port=443",
+                f"--advertise-address={NODE_IP}",
+                f"--service-cluster-ip-range={SERVICE_CIDR}",
+                f"--client-ca-file={p.ca.cert}",
+                f"--tls-cert-file={self.apiserver_cert.cert}",
+                f"--tls-private-key-file={self.apiserver_cert.key}",
+                f"--service-account-key-file={self.sa.cert}",
+                f"--service-account-signing-key-file={self.sa.key}",
+                "--service-account-issuer=https://kubernetes.default.svc.cluster.local",
+                "--authorization-mode=Node,RBAC",
+                "--enable-admission-plugins=NodeRestriction",
+                f"--kubelet-client-certificate={self.apiserver_kubelet_client.cert}",
+                f"--kubelet-client-key={self.apiserver_kubelet_client.key}",
+                "--kubelet-preferred-address-types=InternalIP",
+                "--allow-privileged=true",
+                f"--cert-dir={self.root / 'apiserver-certs'}",
+                "--v=1",
+            ],
+        )
 
     def _wait(self, what: str, check, timeout: float, proc_names: Sequence[str] = ()) -> None:  # type: ignore[no-untyped-def]
         deadline = time.monotonic() + timeout
@@ -442,11 +532,15 @@ class Cluster:
                 return
             for p in self.processes:
                 if p.name in proc_names and p.popen.poll() is not None:
-                    raise RuntimeError(f"{p.name} exited {p.popen.returncode} while waiting for {what}:\n"
-                                       + self.tail(p.name))
+                    raise RuntimeError(
+                        f"{p.name} exited {p.popen.returncode} while waiting for {what}:\n"
+                        + self.tail(p.name)
+                    )
             if time.monotonic() > deadline:
-                raise TimeoutError(f"{what} not within {timeout:.0f} s:\n"
-                                   + "\n".join(self.tail(n) for n in proc_names))
+                raise TimeoutError(
+                    f"{what} not within {timeout:.0f} s:\n"
+                    + "\n".join(self.tail(n) for n in proc_names)
+                )
             time.sleep(0.2)
 
     def tail(self, name: str, lines: int = 30) -> str:
@@ -454,34 +548,45 @@ class Cluster:
         if not path.exists():
             return f"({name}: no log)"
         return f"--- {name} log (last {lines} lines) ---\n" + "\n".join(
-            path.read_text(errors="replace").splitlines()[-lines:])
+            path.read_text(errors="replace").splitlines()[-lines:]
+        )
 
     def _wait_apiserver(self) -> None:
         def ready() -> bool:
             return self.kubectl("get", "--raw=/readyz", check=False, timeout=10).returncode == 0
+
         self._wait("kube-apiserver /readyz", ready, 90, ("etcd", "kube-apiserver"))
 
     def _start_controllers(self) -> None:
-        self.start_process("kube-controller-manager", [
-            self.components.binary("kube-controller-manager"),
-            f"--kubeconfig={self.cm_kubeconfig}",
-            f"--authentication-kubeconfig={self.cm_kubeconfig}",
-            f"--authorization-kubeconfig={self.cm_kubeconfig}",
-            f"--service-account-private-key-file={self.sa.key}",
-            f"--root-ca-file={self.pki.ca.cert}",
-            "--use-service-account-credentials=true",
-            f"--service-cluster-ip-range={SERVICE_CIDR}",
-            "--leader-elect=false", "--bind-address=127.0.0.1",
-            f"--cert-dir={self.root / 'cm-certs'}",
-            "--v=1",
-        ])
-        self.start_process("kube-scheduler", [
-            self.components.binary("kube-scheduler"),
-            f"--kubeconfig={self.scheduler_kubeconfig}",
-            f"--authentication-kubeconfig={self.scheduler_kubeconfig}",
-            f"--authorization-kubeconfig={self.scheduler_kubeconfig}",
-            "--leader-elect=false", "--bind-address=127.0.0.1", "--v=1",
-        ])
+        self.start_process(
+            "kube-controller-manager",
+            [
+                self.components.binary("kube-controller-manager"),
+                f"--kubeconfig={self.cm_kubeconfig}",
+                f"--authentication-kubeconfig={self.cm_kubeconfig}",
+                f"--authorization-kubeconfig={self.cm_kubeconfig}",
+                f"--service-account-private-key-file={self.sa.key}",
+                f"--root-ca-file={self.pki.ca.cert}",
+                "--use-service-account-credentials=true",
+                f"--service-cluster-ip-range={SERVICE_CIDR}",
+                "--leader-elect=false",
+                "--bind-address=127.0.0.1",
+                f"--cert-dir={self.root / 'cm-certs'}",
+                "--v=1",
+            ],
+        )
+        self.start_process(
+            "kube-scheduler",
+            [
+                self.components.binary("kube-scheduler"),
+                f"--kubeconfig={self.scheduler_kubeconfig}",
+                f"--authentication-kubeconfig={self.scheduler_kubeconfig}",
+                f"--authorization-kubeconfig={self.scheduler_kubeconfig}",
+                "--leader-elect=false",
+                "--bind-address=127.0.0.1",
+                "--v=1",
+            ],
+        )
 
     def _start_containerd(self) -> None:
         config = self.root / "containerd.toml"
@@ -495,7 +600,7 @@ disabled_plugins = ["io.containerd.internal.v1.opt", "io.containerd.snapshotter.
 [grpc]
   address = "/run/containerd/containerd.sock"
 [plugins."io.containerd.grpc.v1.cri"]
-  sandbox_image = "{self.components.images['pause'].ref}"
+  sandbox_image = "{self.components.images["pause"].ref}"
   # Without CAP_SYS_RESOURCE runc cannot lower oom_score_adj to the sandbox's -998.
   restrict_oom_score_adj = true
   enable_selinux = false
@@ -506,33 +611,69 @@ disabled_plugins = ["io.containerd.internal.v1.opt", "io.containerd.snapshotter.
       runtime_type = "io.containerd.runc.v2"
       [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc.options]
         SystemdCgroup = false
-        BinaryName = "{self.components.binary('runc')}"
+        BinaryName = "{self.components.binary("runc")}"
   [plugins."io.containerd.grpc.v1.cri".cni]
     bin_dir = "/opt/cni/bin"
     conf_dir = "/etc/cni/net.d"
 """)
-        (self.private("/etc/cni") / "net.d" / "10-bridge.conflist").write_text(json.dumps({
-            "cniVersion": "1.0.0", "name": "pods",
-            "plugins": [{
-                "type": "bridge", "bridge": "cni0", "isGateway": True, "ipMasq": False,
-                "hairpinMode": True,
-                "ipam": {"type": "host-local", "ranges": [[{"subnet": POD_CIDR}]],
-                         "routes": [{"dst": "0.0.0.0/0"}]},
-            }],
-        }))
+        (self.private("/etc/cni") / "net.d" / "10-bridge.conflist").write_text(
+            json.dumps(
+                {
+                    "cniVersion": "1.0.0",
+                    "name": "pods",
+                    "plugins": [
+                        {
+                            "type": "bridge",
+                            "bridge": "cni0",
+                            "isGateway": True,
+                            "ipMasq": False,
+                            "hairpinMode": True,
+                            "ipam": {
+                                "type": "host-local",
+                                "ranges": [[{"subnet": POD_CIDR}]],
+                                "routes": [{"dst": "0.0.0.0/0"}],
+                            },
+                        }
+                    ],
+                }
+            )
+        )
         shim_dir = str(Path(self.components.binary("containerd-shim-runc-v2")).parent)
-        self.start_process("containerd", [self.components.binary("containerd"), f"--config={config}"],
-                           env={"PATH": f"{shim_dir}:{os.environ.get('PATH', '/usr/bin:/bin')}"})
+        self.start_process(
+            "containerd",
+            [self.components.binary("containerd"), f"--config={config}"],
+            env={"PATH": f"{shim_dir}:{os.environ.get('PATH', '/usr/bin:/bin')}"},
+        )
 
     def ctr(self, *args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
-        return self.run([self.components.binary("ctr"), "--address", "/run/containerd/containerd.sock",
-                         "-n", "k8s.io", *args], timeout=timeout)
+        return self.run(
+            [
+                self.components.binary("ctr"),
+                "--address",
+                "/run/containerd/containerd.sock",
+                "-n",
+                "k8s.io",
+                *args,
+            ],
+            timeout=timeout,
+        )
 
     def _import_images(self, images: list[Image]) -> None:
         def up() -> bool:
-            return self.run([self.components.binary("ctr"), "--address",
-                             "/run/containerd/containerd.sock", "version"],
-                            check=False, timeout=10).returncode == 0
+            return (
+                self.run(
+                    [
+                        self.components.binary("ctr"),
+                        "--address",
+                        "/run/containerd/containerd.sock",
+                        "version",
+                    ],
+                    check=False,
+                    timeout=10,
+                ).returncode
+                == 0
+            )
+
         self._wait("containerd", up, 60, ("containerd",))
         # The largest first, so that two imports at a time finish together.
         archives = sorted({str(i.archive) for i in images}, key=lambda a: -os.path.getsize(a))
@@ -542,11 +683,23 @@ disabled_plugins = ["io.containerd.internal.v1.opt", "io.containerd.snapshotter.
         while pending or running:
             while pending and len(running) < 2:
                 archive = pending.pop(0)
-                running.append(subprocess.Popen(
-                    [*self.nsenter(), self.components.binary("ctr"), "--address",
-                     "/run/containerd/containerd.sock", "-n", "k8s.io", "images", "import",
-                     archive],
-                    stdout=subprocess.DEVNULL, stderr=subprocess.PIPE))
+                running.append(
+                    subprocess.Popen(
+                        [
+                            *self.nsenter(),
+                            self.components.binary("ctr"),
+                            "--address",
+                            "/run/containerd/containerd.sock",
+                            "-n",
+                            "k8s.io",
+                            "images",
+                            "import",
+                            archive,
+                        ],
+                        stdout=subprocess.DEVNULL,
+                        stderr=subprocess.PIPE,
+                    )
+                )
             done = running.pop(0)
             _, err = done.communicate(timeout=600)
             if done.returncode != 0:
@@ -554,43 +707,69 @@ disabled_plugins = ["io.containerd.internal.v1.opt", "io.containerd.snapshotter.
 
     def _start_kubelet(self) -> None:
         config = self.root / "kubelet.yaml"
-        config.write_text(json.dumps({
-            "apiVersion": "kubelet.config.k8s.io/v1beta1",
-            "kind": "KubeletConfiguration",
-            "authentication": {"anonymous": {"enabled": False}, "webhook": {"enabled": True},
-                               "x509": {"clientCAFile": str(self.pki.ca.cert)}},
-            "authorization": {"mode": "Webhook"},
-            "cgroupDriver": "cgroupfs",
-            "cgroupRoot": self.cgroup_root,
-            "failCgroupV1": False,
-            "failSwapOn": False,
-            "containerRuntimeEndpoint": "unix:///run/containerd/containerd.sock",
-            "tlsCertFile": str(self.kubelet_serving.cert),
-            "tlsPrivateKeyFile": str(self.kubelet_serving.key),
-            "resolvConf": "/etc/resolv.conf",
-            "serializeImagePulls": False,
-            "volumeStatsAggPeriod": "5s",
-            "evictionHard": {"memory.available": "100Mi", "nodefs.available": "1%",
-                             "imagefs.available": "1%", "nodefs.inodesFree": "1%"},
-            "imageGCHighThresholdPercent": 100,
-            "imageGCLowThresholdPercent": 99,
-            "podLogsDir": "/var/log/pods",
-            "syncFrequency": "10s",
-            "fileCheckFrequency": "10s",
-        }))
-        self.start_process("kubelet", [
-            self.components.binary("kubelet"), f"--config={config}",
-            f"--kubeconfig={self.kubelet_kubeconfig}", f"--hostname-override={NODE_NAME}",
-            f"--node-ip={NODE_IP}", "--v=2",
-        ])
+        config.write_text(
+            json.dumps(
+                {
+                    "apiVersion": "kubelet.config.k8s.io/v1beta1",
+                    "kind": "KubeletConfiguration",
+                    "authentication": {
+                        "anonymous": {"enabled": False},
+                        "webhook": {"enabled": True},
+                        "x509": {"clientCAFile": str(self.pki.ca.cert)},
+                    },
+                    "authorization": {"mode": "Webhook"},
+                    "cgroupDriver": "cgroupfs",
+                    "cgroupRoot": self.cgroup_root,
+                    "failCgroupV1": False,
+                    "failSwapOn": False,
+                    "containerRuntimeEndpoint": "unix:///run/containerd/containerd.sock",
+                    "tlsCertFile": str(self.kubelet_serving.cert),
+                    "tlsPrivateKeyFile": str(self.kubelet_serving.key),
+                    "resolvConf": "/etc/resolv.conf",
+                    "serializeImagePulls": False,
+                    "volumeStatsAggPeriod": "5s",
+                    "evictionHard": {
+                        "memory.available": "100Mi",
+                        "nodefs.available": "1%",
+                        "imagefs.available": "1%",
+                        "nodefs.inodesFree": "1%",
+                    },
+                    "imageGCHighThresholdPercent": 100,
+                    "imageGCLowThresholdPercent": 99,
+                    "podLogsDir": "/var/log/pods",
+                    "syncFrequency": "10s",
+                    "fileCheckFrequency": "10s",
+                }
+            )
+        )
+        self.start_process(
+            "kubelet",
+            [
+                self.components.binary("kubelet"),
+                f"--config={config}",
+                f"--kubeconfig={self.kubelet_kubeconfig}",
+                f"--hostname-override={NODE_NAME}",
+                f"--node-ip={NODE_IP}",
+                "--v=2",
+            ],
+        )
 
     def _wait_node_ready(self) -> None:
         def ready() -> bool:
-            out = self.kubectl("get", "node", NODE_NAME, "-o",
-                               "jsonpath={.status.conditions[?(@.type=='Ready')].status}",
-                               check=False, timeout=10)
+            out = self.kubectl(
+                "get",
+                "node",
+                NODE_NAME,
+                "-o",
+                "jsonpath={.status.conditions[?(@.type=='Ready')].status}",
+                check=False,
+                timeout=10,
+            )
             return out.stdout.strip() == "True"
-        self._wait(f"node {NODE_NAME} Ready", ready, 120, ("kubelet", "containerd", "kube-apiserver"))
+
+        self._wait(
+            f"node {NODE_NAME} Ready", ready, 120, ("kubelet", "containerd", "kube-apiserver")
+        )
 
     # --- stop -----------------------------------------------------------------------------
 
@@ -633,8 +812,9 @@ disabled_plugins = ["io.containerd.internal.v1.opt", "io.containerd.snapshotter.
             shutil.copytree(self.logs, self.keep_logs)
             pod_logs = self.private("/var/log/pods")
             if pod_logs.is_dir():
-                shutil.copytree(pod_logs, self.keep_logs / "pods", symlinks=True,
-                                ignore_dangling_symlinks=True)
+                shutil.copytree(
+                    pod_logs, self.keep_logs / "pods", symlinks=True, ignore_dangling_symlinks=True
+                )
         if not any(m == str(self.root) or m.startswith(f"{self.root}/") for m in _mount_points()):
             shutil.rmtree(self.root, ignore_errors=True)
         self.timings["stop: files"] = time.monotonic() - t0
@@ -647,8 +827,11 @@ disabled_plugins = ["io.containerd.internal.v1.opt", "io.containerd.snapshotter.
     def _remove_cgroups(self) -> None:
         for directory in self._cgroup_dirs():
             if directory.exists():
-                for sub in sorted((d for d in directory.rglob("*") if d.is_dir()),
-                                  key=lambda d: len(d.parts), reverse=True):
+                for sub in sorted(
+                    (d for d in directory.rglob("*") if d.is_dir()),
+                    key=lambda d: len(d.parts),
+                    reverse=True,
+                ):
                     with contextlib.suppress(OSError):
                         sub.rmdir()
                 with contextlib.suppress(OSError):
@@ -705,16 +888,22 @@ disabled_plugins = ["io.containerd.internal.v1.opt", "io.containerd.snapshotter.
     def leftovers(self) -> list[str]:
         """What the cluster left on the host (empty after a clean stop)."""
         left = [f"process {pid}" for pid in sorted(self._cluster_pids())]
-        left += [f"mount {m}" for m in _mount_points()
-                 if m == str(self.root) or m.startswith(f"{self.root}/")]
+        left += [
+            f"mount {m}"
+            for m in _mount_points()
+            if m == str(self.root) or m.startswith(f"{self.root}/")
+        ]
         left += [f"loop device {d}" for d in self._loop_devices()]
         left += [f"cgroup {d}" for d in self._cgroup_dirs() if d.exists()]
         left += [f"directory {d}" for d in self.created_dirs if d.exists()]
         if self.root.exists():
             left.append(f"directory {self.root}")
         now = host_sysctls()
-        left += [f"sysctl {k} changed {v} -> {now[k]}" for k, v in self.sysctls_before.items()
-                 if now[k] != v]
+        left += [
+            f"sysctl {k} changed {v} -> {now[k]}"
+            for k, v in self.sysctls_before.items()
+            if now[k] != v
+        ]
         return left
 
 

@@ -59,15 +59,22 @@ def driver_manifests(driver_ref: str) -> list[dict[str, Any]]:
                         replaced += 1
             objects.append(obj)
     if replaced != 1:
-        raise RuntimeError(f"expected one {DRIVER_CONTAINER} container in the DaemonSet, found {replaced}")
+        raise RuntimeError(
+            f"expected one {DRIVER_CONTAINER} container in the DaemonSet, found {replaced}"
+        )
     return objects
 
 
 def go_module_dir(module: str) -> Path:
     with tempfile.TemporaryDirectory() as tmp:
         proc = subprocess.run(
-            ["go", "mod", "download", "-json", module], cwd=tmp, capture_output=True, text=True,
-            check=False, env={**os.environ, "GOFLAGS": "-mod=mod"}, timeout=300,
+            ["go", "mod", "download", "-json", module],
+            cwd=tmp,
+            capture_output=True,
+            text=True,
+            check=False,
+            env={**os.environ, "GOFLAGS": "-mod=mod"},
+            timeout=300,
         )
     info = json.loads(proc.stdout or "{}")
     if proc.returncode != 0 or not info.get("Dir"):
@@ -93,8 +100,11 @@ def snapshot_support(controller_ref: str) -> list[dict[str, Any]]:
                 obj["spec"]["minReadySeconds"] = 0
                 container = obj["spec"]["template"]["spec"]["containers"][0]
                 container["image"] = controller_ref
-                container["args"] = ["--v=2", "--leader-election=false",
-                                     "--enable-distributed-snapshotting"]
+                container["args"] = [
+                    "--v=2",
+                    "--leader-election=false",
+                    "--enable-distributed-snapshotting",
+                ]
             objects.append(obj)
     return objects
 
@@ -134,23 +144,51 @@ def deploy_driver(cluster: Cluster) -> Deployment:
     applied = [apply(cluster, driver_manifests(images["driver"].ref), "driver")]
     snapshots = "snapshot-controller" in images and "csi-snapshotter" in images
     if snapshots:
-        applied.append(apply(cluster, snapshot_support(images["snapshot-controller"].ref), "snapshot-support"))
-    classes = [o for kind in STORAGE_CLASSES
-               for o in yaml.safe_load_all((MANIFESTS / "storageclasses" / f"{kind}.yaml").read_text()) if o]
+        applied.append(
+            apply(cluster, snapshot_support(images["snapshot-controller"].ref), "snapshot-support")
+        )
+    classes = [
+        o
+        for kind in STORAGE_CLASSES
+        for o in yaml.safe_load_all((MANIFESTS / "storageclasses" / f"{kind}.yaml").read_text())
+        if o
+    ]
     applied.append(apply(cluster, classes, "storageclasses"))
     if snapshots:
-        wait_for("the VolumeSnapshotClass CRD", lambda: cluster.kubectl(
-            "get", "crd", "volumesnapshotclasses.snapshot.storage.k8s.io", check=False).returncode == 0, 30)
-        cluster.kubectl("wait", "--for=condition=Established", "--timeout=30s",
-                        "crd/volumesnapshotclasses.snapshot.storage.k8s.io")
+        wait_for(
+            "the VolumeSnapshotClass CRD",
+            lambda: (
+                cluster.kubectl(
+                    "get", "crd", "volumesnapshotclasses.snapshot.storage.k8s.io", check=False
+                ).returncode
+                == 0
+            ),
+            30,
+        )
+        cluster.kubectl(
+            "wait",
+            "--for=condition=Established",
+            "--timeout=30s",
+            "crd/volumesnapshotclasses.snapshot.storage.k8s.io",
+        )
         # deploy/kubernetes/snapshots/ as the README says: the class and the snapshot-controller's
         # extra RBAC.
-        snapshot_objects = [o for path in sorted((MANIFESTS / "snapshots").glob("*.yaml"))
-                            for o in yaml.safe_load_all(path.read_text()) if o]
+        snapshot_objects = [
+            o
+            for path in sorted((MANIFESTS / "snapshots").glob("*.yaml"))
+            for o in yaml.safe_load_all(path.read_text())
+            if o
+        ]
         applied.append(apply(cluster, snapshot_objects, "snapshots"))
-    wait_for("the driver registered with kubelet (CSINode)", lambda: driver_registered(cluster), 120,
-             lambda: describe_driver_pods(cluster))
+    wait_for(
+        "the driver registered with kubelet (CSINode)",
+        lambda: driver_registered(cluster),
+        120,
+        lambda: describe_driver_pods(cluster),
+    )
     timings = {"driver registered": time.monotonic() - t0}
-    cluster.kubectl("-n", NAMESPACE, "rollout", "status", f"daemonset/{DAEMONSET}", "--timeout=120s")
+    cluster.kubectl(
+        "-n", NAMESPACE, "rollout", "status", f"daemonset/{DAEMONSET}", "--timeout=120s"
+    )
     timings["daemonset ready"] = time.monotonic() - t0
     return Deployment(snapshots=snapshots, applied=applied, timings=timings)

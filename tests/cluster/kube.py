@@ -50,7 +50,9 @@ class Kube:
             + self.cluster.tail("kubelet", 25)
         )
 
-    def wait(self, what: str, check: Callable[[], bool], timeout: float = 90, name: str = "") -> None:
+    def wait(
+        self, what: str, check: Callable[[], bool], timeout: float = 90, name: str = ""
+    ) -> None:
         deadline = time.monotonic() + timeout
         while not check():
             if time.monotonic() > deadline:
@@ -58,14 +60,19 @@ class Kube:
             time.sleep(0.5)
 
     def pod_phase(self, name: str) -> str:
-        return self.kubectl("get", "pod", name, "-o", "jsonpath={.status.phase}", check=False).strip()
+        return self.kubectl(
+            "get", "pod", name, "-o", "jsonpath={.status.phase}", check=False
+        ).strip()
 
     def wait_pod(self, name: str, phase: str = "Succeeded", timeout: float = 120) -> None:
         def done() -> bool:
             current = self.pod_phase(name)
             if current == "Failed" and phase != "Failed":
-                raise AssertionError(f"pod {name} failed:\n{self.logs(name)}\n{self.diagnose(name)}")
+                raise AssertionError(
+                    f"pod {name} failed:\n{self.logs(name)}\n{self.diagnose(name)}"
+                )
             return current == phase
+
         self.wait(f"pod {name} {phase}", done, timeout, name)
 
     def wait_ready(self, name: str, timeout: float = 120) -> None:
@@ -86,8 +93,11 @@ def namespace(cluster: Cluster, prefix: str) -> Iterator[Kube]:
     cluster.kubectl("create", "namespace", name)
     # The default ServiceAccount is created by a controller; pods are refused until it exists.
     kube = Kube(cluster, name)
-    kube.wait("default ServiceAccount", lambda: kube.kubectl(
-        "get", "serviceaccount", "default", check=False) != "", 30)
+    kube.wait(
+        "default ServiceAccount",
+        lambda: kube.kubectl("get", "serviceaccount", "default", check=False) != "",
+        30,
+    )
     try:
         yield kube
     finally:
@@ -96,8 +106,14 @@ def namespace(cluster: Cluster, prefix: str) -> Iterator[Kube]:
         cluster.kubectl("delete", "namespace", name, "--wait=false", check=False)
 
 
-def pvc(name: str, storage_class: str, size: str = "64Mi", block: bool = False,
-        source: Obj | None = None, access: str = "ReadWriteOnce") -> Obj:
+def pvc(
+    name: str,
+    storage_class: str,
+    size: str = "64Mi",
+    block: bool = False,
+    source: Obj | None = None,
+    access: str = "ReadWriteOnce",
+) -> Obj:
     spec: Obj = {
         "accessModes": [access],
         "storageClassName": storage_class,
@@ -107,15 +123,27 @@ def pvc(name: str, storage_class: str, size: str = "64Mi", block: bool = False,
         spec["volumeMode"] = "Block"
     if source:
         spec["dataSource"] = source
-    return {"apiVersion": "v1", "kind": "PersistentVolumeClaim", "metadata": {"name": name},
-            "spec": spec}
+    return {
+        "apiVersion": "v1",
+        "kind": "PersistentVolumeClaim",
+        "metadata": {"name": name},
+        "spec": spec,
+    }
 
 
-def pod(name: str, script: str, claim: str = "", block: bool = False,
-        restart: str = "Never", volumes: list[Obj] | None = None,
-        mounts: list[Obj] | None = None) -> Obj:
+def pod(
+    name: str,
+    script: str,
+    claim: str = "",
+    block: bool = False,
+    restart: str = "Never",
+    volumes: list[Obj] | None = None,
+    mounts: list[Obj] | None = None,
+) -> Obj:
     container: Obj = {
-        "name": "app", "image": BUSYBOX, "imagePullPolicy": "Never",
+        "name": "app",
+        "image": BUSYBOX,
+        "imagePullPolicy": "Never",
         "command": ["sh", "-c", script],
     }
     vols = list(volumes or [])
@@ -129,7 +157,13 @@ def pod(name: str, script: str, claim: str = "", block: bool = False,
     if mts:
         container["volumeMounts"] = mts
     return {
-        "apiVersion": "v1", "kind": "Pod", "metadata": {"name": name},
-        "spec": {"restartPolicy": restart, "terminationGracePeriodSeconds": 1,
-                 "containers": [container], "volumes": vols},
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": name},
+        "spec": {
+            "restartPolicy": restart,
+            "terminationGracePeriodSeconds": 1,
+            "containers": [container],
+            "volumes": vols,
+        },
     }

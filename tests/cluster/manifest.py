@@ -83,9 +83,7 @@ def load(allow_partial: bool = False) -> Components:
         kubernetes_version=data["kubernetes_version"],
         bin={name: Path(p) for name, p in data["bin"].items()},
         cni_bin_dir=Path(data["cni_bin_dir"]),
-        images={
-            name: Image(Path(i["archive"]), i["ref"]) for name, i in data["images"].items()
-        },
+        images={name: Image(Path(i["archive"]), i["ref"]) for name, i in data["images"].items()},
         source=path,
     )
     missing = [b for b in REQUIRED_BINARIES if b not in components.bin] + [

@@ -51,20 +51,63 @@ class Pki:
         self.config = directory / "openssl.cnf"
         self.config.write_text(OPENSSL_CONFIG.format(sans=",".join(sans)))
         self.ca = Pair(directory / "ca.crt", directory / "ca.key")
-        _run("req", "-x509", "-new", *EC, "-keyout", str(self.ca.key), "-out", str(self.ca.cert),
-             "-subj", "/CN=csi-hostpath-selinux-test-ca", "-days", "7",
-             "-config", str(self.config), "-extensions", "ca")
+        _run(
+            "req",
+            "-x509",
+            "-new",
+            *EC,
+            "-keyout",
+            str(self.ca.key),
+            "-out",
+            str(self.ca.cert),
+            "-subj",
+            "/CN=csi-hostpath-selinux-test-ca",
+            "-days",
+            "7",
+            "-config",
+            str(self.config),
+            "-extensions",
+            "ca",
+        )
         self._serial = 1
 
     def issue(self, name: str, subject: str, kind: str) -> Pair:
         pair = Pair(self.dir / f"{name}.crt", self.dir / f"{name}.key")
         csr = self.dir / f"{name}.csr"
-        _run("req", "-new", *EC, "-keyout", str(pair.key), "-out", str(csr), "-subj", subject,
-             "-config", str(self.config))
+        _run(
+            "req",
+            "-new",
+            *EC,
+            "-keyout",
+            str(pair.key),
+            "-out",
+            str(csr),
+            "-subj",
+            subject,
+            "-config",
+            str(self.config),
+        )
         self._serial += 1
-        _run("x509", "-req", "-in", str(csr), "-CA", str(self.ca.cert), "-CAkey", str(self.ca.key),
-             "-set_serial", str(self._serial), "-days", "7", "-out", str(pair.cert),
-             "-extfile", str(self.config), "-extensions", kind)
+        _run(
+            "x509",
+            "-req",
+            "-in",
+            str(csr),
+            "-CA",
+            str(self.ca.cert),
+            "-CAkey",
+            str(self.ca.key),
+            "-set_serial",
+            str(self._serial),
+            "-days",
+            "7",
+            "-out",
+            str(pair.cert),
+            "-extfile",
+            str(self.config),
+            "-extensions",
+            kind,
+        )
         csr.unlink()
         return pair
 

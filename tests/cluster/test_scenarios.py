@@ -44,14 +44,20 @@ def node_traces(cluster: Cluster, volume_id: str, pv_name: str) -> list[str]:
         directory = state / sub
         if directory.is_dir():
             traces += [f"file {p}" for p in directory.iterdir() if p.name.startswith(volume_id)]
-    traces += [f"loop device {d} -> {f}" for d, f in cluster.loop_devices().items() if volume_id in f]
+    traces += [
+        f"loop device {d} -> {f}" for d, f in cluster.loop_devices().items() if volume_id in f
+    ]
     traces += [f"mount {m}" for m in cluster.ns_mounts() if volume_id in m or pv_name in m]
     return traces
 
 
 def bound_pv(kube: Kube, claim: str) -> dict:  # type: ignore[type-arg]
-    kube.wait(f"PVC {claim} Bound", lambda: kube.get("pvc", claim)["status"].get("phase") == "Bound",
-              90, claim)
+    kube.wait(
+        f"PVC {claim} Bound",
+        lambda: kube.get("pvc", claim)["status"].get("phase") == "Bound",
+        90,
+        claim,
+    )
     pv_name = kube.get("pvc", claim)["spec"]["volumeName"]
     return kube.cluster.kubectl_json("get", "pv", pv_name)
 
@@ -73,14 +79,18 @@ def write_then_read(kube: Kube, claim: str, block: bool, text: str) -> None:
 
 
 @pytest.mark.parametrize("kind", list(KINDS))
-def test_dynamic_provisioning_write_read_delete(cluster: Cluster, deployed: Deployment, kind: str) -> None:
+def test_dynamic_provisioning_write_read_delete(
+    cluster: Cluster, deployed: Deployment, kind: str
+) -> None:
     storage_class, size, block = KINDS[kind]
     with namespace(cluster, f"prov-{kind}") as kube:
         kube.apply(pvc("data", storage_class, size, block))
         # WaitForFirstConsumer: nothing is provisioned before a pod uses the claim.
         time.sleep(1)
         assert kube.get("pvc", "data")["status"]["phase"] == "Pending"
-        assert "WaitForFirstConsumer" in kube.events("data") or "waiting for first consumer" in kube.events("data")
+        assert "WaitForFirstConsumer" in kube.events(
+            "data"
+        ) or "waiting for first consumer" in kube.events("data")
         write_then_read(kube, "data", block, f"hello-{kind}")
 
         pv = bound_pv(kube, "data")
@@ -88,20 +98,27 @@ def test_dynamic_provisioning_write_read_delete(cluster: Cluster, deployed: Depl
         expected_kind = "directory" if kind == "directory" else "image"
         assert pv["spec"]["csi"]["volumeAttributes"]["kind"] == expected_kind
         terms = pv["spec"]["nodeAffinity"]["required"]["nodeSelectorTerms"]
-        assert terms == [{"matchExpressions": [
-            {"key": TOPOLOGY_KEY, "operator": "In", "values": [NODE_NAME]}]}]
+        assert terms == [
+            {"matchExpressions": [{"key": TOPOLOGY_KEY, "operator": "In", "values": [NODE_NAME]}]}
+        ]
         if not block:
             assert pv["spec"]["csi"]["fsType"] == ("xfs" if kind == "xfs" else "ext4")
         volume_id, pv_name = pv["spec"]["csi"]["volumeHandle"], pv["metadata"]["name"]
         assert node_traces(cluster, volume_id, pv_name), "the volume exists on the node while bound"
 
         kube.delete("pvc/data")
-        kube.wait(f"PV {pv_name} deleted", lambda: cluster.kubectl(
-            "get", "pv", pv_name, check=False).returncode != 0, 60, "data")
+        kube.wait(
+            f"PV {pv_name} deleted",
+            lambda: cluster.kubectl("get", "pv", pv_name, check=False).returncode != 0,
+            60,
+            "data",
+        )
         assert node_traces(cluster, volume_id, pv_name) == []
 
 
-def test_inline_ephemeral_volumes_of_the_shipped_example(cluster: Cluster, deployed: Deployment) -> None:
+def test_inline_ephemeral_volumes_of_the_shipped_example(
+    cluster: Cluster, deployed: Deployment
+) -> None:
     """deploy/examples/pod-ephemeral.yaml as shipped: a generic ephemeral volume and a CSI inline
     volume, both mounted, both gone with the pod."""
     example = yaml.safe_load((REPO / "deploy" / "examples" / "pod-ephemeral.yaml").read_text())
@@ -122,10 +139,19 @@ def test_inline_ephemeral_volumes_of_the_shipped_example(cluster: Cluster, deplo
         inline_traces = [m for m in cluster.ns_mounts() if uid in m and "inline" in m]
         assert inline_traces, "the inline volume is mounted in the pod's directory"
         kube.delete(f"pod/{name}")
-        kube.wait("generic ephemeral PVC deleted with its pod",
-                  lambda: kube.kubectl("get", "pvc", claim, check=False) == "", 60, claim)
-        kube.wait("its PV deleted", lambda: cluster.kubectl(
-            "get", "pv", pv["metadata"]["name"], check=False).returncode != 0, 60)
+        kube.wait(
+            "generic ephemeral PVC deleted with its pod",
+            lambda: kube.kubectl("get", "pvc", claim, check=False) == "",
+            60,
+            claim,
+        )
+        kube.wait(
+            "its PV deleted",
+            lambda: (
+                cluster.kubectl("get", "pv", pv["metadata"]["name"], check=False).returncode != 0
+            ),
+            60,
+        )
         assert [m for m in cluster.ns_mounts() if uid in m] == []
         assert node_traces(cluster, pv["spec"]["csi"]["volumeHandle"], pv["metadata"]["name"]) == []
 
@@ -136,9 +162,15 @@ def kubelet_metrics(cluster: Cluster) -> str:
 
 def test_volume_stats_in_kubelet_metrics(cluster: Cluster, deployed: Deployment) -> None:
     with namespace(cluster, "stats") as kube:
-        kube.apply(pvc("data", "hostpath-selinux-ext4", "64Mi"),
-                   pod("user", "dd if=/dev/zero of=/data/blob bs=1M count=20 && sync && sleep 3600",
-                       "data", restart="Always"))
+        kube.apply(
+            pvc("data", "hostpath-selinux-ext4", "64Mi"),
+            pod(
+                "user",
+                "dd if=/dev/zero of=/data/blob bs=1M count=20 && sync && sleep 3600",
+                "data",
+                restart="Always",
+            ),
+        )
         kube.wait_ready("user")
         labels = f'namespace="{kube.ns}",persistentvolumeclaim="data"'
 
@@ -148,8 +180,12 @@ def test_volume_stats_in_kubelet_metrics(cluster: Cluster, deployed: Deployment)
                     return float(line.rsplit(" ", 1)[1])
             return None
 
-        kube.wait("kubelet_volume_stats_used_bytes >= 20 MiB", lambda: (sample(
-            "kubelet_volume_stats_used_bytes") or 0) >= 20 * 2**20, 60, "user")
+        kube.wait(
+            "kubelet_volume_stats_used_bytes >= 20 MiB",
+            lambda: (sample("kubelet_volume_stats_used_bytes") or 0) >= 20 * 2**20,
+            60,
+            "user",
+        )
         capacity = sample("kubelet_volume_stats_capacity_bytes")
         assert capacity is not None and 50 * 2**20 < capacity <= 64 * 2**20
         assert (sample("kubelet_volume_stats_available_bytes") or 0) > 0
@@ -176,19 +212,31 @@ def driver_pids(cluster: Cluster) -> list[int]:
             cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
         except OSError:
             continue
-        if any(b"--drivername=" in a for a in cmdline) and any(b"--state-dir" in a for a in cmdline):
+        if any(b"--drivername=" in a for a in cmdline) and any(
+            b"--state-dir" in a for a in cmdline
+        ):
             found.append(pid)
     return found
 
 
-def test_driver_killed_and_replaced_while_pods_use_volumes(cluster: Cluster, deployed: Deployment) -> None:
+def test_driver_killed_and_replaced_while_pods_use_volumes(
+    cluster: Cluster, deployed: Deployment
+) -> None:
     """kill -9 of the driver, then deletion of its pod: the pods keep their data, a new pod gets a
     new volume, and the old pods' volumes still unmount and delete cleanly."""
     with namespace(cluster, "restart") as kube:
-        kube.apply(pvc("a", "hostpath-selinux-ext4"), pvc("b", "hostpath-selinux-block", block=True),
-                   pod("user-a", "echo before > /data/f && sleep 3600", "a", restart="Always"),
-                   pod("user-b", "printf before-block | dd of=/dev/data conv=notrunc && sleep 3600",
-                       "b", block=True, restart="Always"))
+        kube.apply(
+            pvc("a", "hostpath-selinux-ext4"),
+            pvc("b", "hostpath-selinux-block", block=True),
+            pod("user-a", "echo before > /data/f && sleep 3600", "a", restart="Always"),
+            pod(
+                "user-b",
+                "printf before-block | dd of=/dev/data conv=notrunc && sleep 3600",
+                "b",
+                block=True,
+                restart="Always",
+            ),
+        )
         kube.wait_ready("user-a")
         kube.wait_ready("user-b")
 
@@ -197,18 +245,25 @@ def test_driver_killed_and_replaced_while_pods_use_volumes(cluster: Cluster, dep
         assert len(pids) == 1, pids
         os.kill(pids[0], signal.SIGKILL)
         kube.wait("the driver container restarted", lambda: driver_restarts(cluster) > restarts, 90)
-        cluster.kubectl("-n", NAMESPACE, "rollout", "status", f"daemonset/{DAEMONSET}", "--timeout=90s")
+        cluster.kubectl(
+            "-n", NAMESPACE, "rollout", "status", f"daemonset/{DAEMONSET}", "--timeout=90s"
+        )
         assert kube.exec("user-a", "cat", "/data/f").strip() == "before"
         kube.exec("user-a", "sh", "-c", "echo after-kill >> /data/f")
 
         old = driver_pod(cluster)["metadata"]["name"]
         cluster.kubectl("-n", NAMESPACE, "delete", "pod", old, "--wait=true")
         kube.wait("a new driver pod", lambda: driver_pod(cluster)["metadata"]["name"] != old, 60)
-        cluster.kubectl("-n", NAMESPACE, "rollout", "status", f"daemonset/{DAEMONSET}", "--timeout=90s")
+        cluster.kubectl(
+            "-n", NAMESPACE, "rollout", "status", f"daemonset/{DAEMONSET}", "--timeout=90s"
+        )
         kube.wait("driver registered again", lambda: driver_registered(cluster), 60)
 
         assert kube.exec("user-a", "cat", "/data/f").split() == ["before", "after-kill"]
-        assert kube.exec("user-b", "sh", "-c", "dd if=/dev/data bs=1 count=12 2>/dev/null") == "before-block"
+        assert (
+            kube.exec("user-b", "sh", "-c", "dd if=/dev/data bs=1 count=12 2>/dev/null")
+            == "before-block"
+        )
         kube.apply(pvc("c", "hostpath-selinux-ext4"), pod("user-c", "echo new > /data/f", "c"))
         kube.wait_pod("user-c")
 
@@ -221,8 +276,11 @@ def test_driver_killed_and_replaced_while_pods_use_volumes(cluster: Cluster, dep
         kube.delete("pod/check-a", "pvc/a", "pvc/b", "pvc/c")
         for pv in pvs:
             name = pv["metadata"]["name"]
-            kube.wait(f"PV {name} deleted", lambda n=name: cluster.kubectl(
-                "get", "pv", n, check=False).returncode != 0, 60)
+            kube.wait(
+                f"PV {name} deleted",
+                lambda n=name: cluster.kubectl("get", "pv", n, check=False).returncode != 0,
+                60,
+            )
             assert node_traces(cluster, pv["spec"]["csi"]["volumeHandle"], name) == []
 
 
@@ -232,38 +290,73 @@ def test_expansion_is_not_offered(cluster: Cluster, deployed: Deployment) -> Non
     with namespace(cluster, "expand") as kube:
         kube.apply(pvc("data", "hostpath-selinux-ext4"), pod("user", "true", "data"))
         kube.wait_pod("user")
-        out = cluster.kubectl("-n", kube.ns, "patch", "pvc", "data", "--type=merge", "-p",
-                              '{"spec":{"resources":{"requests":{"storage":"128Mi"}}}}', check=False)
+        out = cluster.kubectl(
+            "-n",
+            kube.ns,
+            "patch",
+            "pvc",
+            "data",
+            "--type=merge",
+            "-p",
+            '{"spec":{"resources":{"requests":{"storage":"128Mi"}}}}',
+            check=False,
+        )
         assert out.returncode != 0
-        assert re.search(r"storageclass that provisions the pvc must support resize", out.stderr), out.stderr
+        assert re.search(r"storageclass that provisions the pvc must support resize", out.stderr), (
+            out.stderr
+        )
 
 
 def test_snapshot_restore_and_clone(cluster: Cluster, deployed: Deployment) -> None:
     if not deployed.snapshots:
-        pytest.fail("the cluster build delivered no csi-snapshotter/snapshot-controller images: "
-                    "run scripts/bootstrap", pytrace=False)
+        pytest.fail(
+            "the cluster build delivered no csi-snapshotter/snapshot-controller images: "
+            "run scripts/bootstrap",
+            pytrace=False,
+        )
     with namespace(cluster, "snap") as kube:
-        kube.apply(pvc("source", "hostpath-selinux-ext4"),
-                   pod("writer", "echo snapshot-me > /data/f && sync", "source"))
+        kube.apply(
+            pvc("source", "hostpath-selinux-ext4"),
+            pod("writer", "echo snapshot-me > /data/f && sync", "source"),
+        )
         kube.wait_pod("writer")
-        kube.apply({
-            "apiVersion": "snapshot.storage.k8s.io/v1", "kind": "VolumeSnapshot",
-            "metadata": {"name": "snap"},
-            "spec": {"volumeSnapshotClassName": "hostpath-selinux-snapshots",
-                     "source": {"persistentVolumeClaimName": "source"}},
-        })
-        kube.wait("VolumeSnapshot readyToUse", lambda: kube.get("volumesnapshot", "snap").get(
-            "status", {}).get("readyToUse") is True, 90, "snap")
+        kube.apply(
+            {
+                "apiVersion": "snapshot.storage.k8s.io/v1",
+                "kind": "VolumeSnapshot",
+                "metadata": {"name": "snap"},
+                "spec": {
+                    "volumeSnapshotClassName": "hostpath-selinux-snapshots",
+                    "source": {"persistentVolumeClaimName": "source"},
+                },
+            }
+        )
+        kube.wait(
+            "VolumeSnapshot readyToUse",
+            lambda: kube.get("volumesnapshot", "snap").get("status", {}).get("readyToUse") is True,
+            90,
+            "snap",
+        )
         # The source changes after the snapshot: the restore must show the old content.
         kube.delete("pod/writer")
         kube.apply(pod("changer", "echo changed > /data/f", "source"))
         kube.wait_pod("changer")
         kube.delete("pod/changer")
         kube.apply(
-            pvc("restored", "hostpath-selinux-ext4", source={
-                "apiGroup": "snapshot.storage.k8s.io", "kind": "VolumeSnapshot", "name": "snap"}),
-            pvc("clone", "hostpath-selinux-ext4", source={"kind": "PersistentVolumeClaim",
-                                                          "name": "source"}),
+            pvc(
+                "restored",
+                "hostpath-selinux-ext4",
+                source={
+                    "apiGroup": "snapshot.storage.k8s.io",
+                    "kind": "VolumeSnapshot",
+                    "name": "snap",
+                },
+            ),
+            pvc(
+                "clone",
+                "hostpath-selinux-ext4",
+                source={"kind": "PersistentVolumeClaim", "name": "source"},
+            ),
             pod("read-restored", "cat /data/f", "restored"),
             pod("read-clone", "cat /data/f", "clone"),
         )
@@ -272,7 +365,19 @@ def test_snapshot_restore_and_clone(cluster: Cluster, deployed: Deployment) -> N
         assert kube.logs("read-restored").strip() == "snapshot-me"
         assert kube.logs("read-clone").strip() == "changed"
         content = kube.get("volumesnapshot", "snap")["status"]["boundVolumeSnapshotContentName"]
-        kube.delete("pod/read-restored", "pod/read-clone", "volumesnapshot/snap",
-                    "pvc/restored", "pvc/clone", "pvc/source")
-        kube.wait("VolumeSnapshotContent deleted", lambda: cluster.kubectl(
-            "get", "volumesnapshotcontent", content, check=False).returncode != 0, 60)
+        kube.delete(
+            "pod/read-restored",
+            "pod/read-clone",
+            "volumesnapshot/snap",
+            "pvc/restored",
+            "pvc/clone",
+            "pvc/source",
+        )
+        kube.wait(
+            "VolumeSnapshotContent deleted",
+            lambda: (
+                cluster.kubectl("get", "volumesnapshotcontent", content, check=False).returncode
+                != 0
+            ),
+            60,
+        )

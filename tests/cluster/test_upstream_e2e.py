@@ -103,30 +103,56 @@ def test_external_storage_suites(cluster: Cluster, deployed: Deployment) -> None
         f"-report-dir={report_dir}",
         "-disable-log-dump",
     ]
-    ginkgo_args = [f"--focus={focus}", f"--skip={SKIP}", "--no-color", "--timeout=2h",
-                   f"--junit-report={report_dir / 'junit.xml'}"]
+    ginkgo_args = [
+        f"--focus={focus}",
+        f"--skip={SKIP}",
+        "--no-color",
+        "--timeout=2h",
+        f"--junit-report={report_dir / 'junit.xml'}",
+    ]
     if "ginkgo" in bins and PROCS > 1:
-        cmd = [str(bins["ginkgo"]), f"--procs={PROCS}", *ginkgo_args, str(bins["e2e.test"]),
-               "--", *e2e_args]
+        cmd = [
+            str(bins["ginkgo"]),
+            f"--procs={PROCS}",
+            *ginkgo_args,
+            str(bins["e2e.test"]),
+            "--",
+            *e2e_args,
+        ]
     else:
-        cmd = [str(bins["e2e.test"]), *[a.replace("--", "-ginkgo.", 1) for a in ginkgo_args],
-               *e2e_args]
+        cmd = [
+            str(bins["e2e.test"]),
+            *[a.replace("--", "-ginkgo.", 1) for a in ginkgo_args],
+            *e2e_args,
+        ]
     log = cluster.logs / "e2e.log"
     t0 = time.monotonic()
     with log.open("w") as out:
-        proc = subprocess.run([*cluster.nsenter(mount=False), *cmd], stdout=out,
-                              stderr=subprocess.STDOUT, cwd=report_dir, timeout=7200, check=False)
+        proc = subprocess.run(
+            [*cluster.nsenter(mount=False), *cmd],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            cwd=report_dir,
+            timeout=7200,
+            check=False,
+        )
     elapsed = time.monotonic() - t0
     junit = report_dir / "junit.xml"
     assert junit.is_file(), f"e2e.test wrote no report (exit {proc.returncode}):\n" + "\n".join(
-        log.read_text().splitlines()[-60:])
+        log.read_text().splitlines()[-60:]
+    )
     results = parse_junit(junit)
     summary = {
         "seconds": round(elapsed),
         "exit_code": proc.returncode,
         "suites": {
-            name: {"passed": r.passed, "failed": r.failed, "skipped": r.skipped,
-                   "skip_reasons": dict(r.skip_reasons), "failures": r.failures}
+            name: {
+                "passed": r.passed,
+                "failed": r.failed,
+                "skipped": r.skipped,
+                "skip_reasons": dict(r.skip_reasons),
+                "failures": r.failures,
+            }
             for name, r in sorted(results.items())
         },
     }
@@ -137,9 +163,13 @@ def test_external_storage_suites(cluster: Cluster, deployed: Deployment) -> None
         Path(keep).write_text(text)
     print(f"\nExternal Storage suites ({elapsed:.0f} s):", file=sys.stderr)
     for name, r in sorted(results.items()):
-        print(f"  {name}: {r.passed} passed, {r.failed} failed, {r.skipped} skipped", file=sys.stderr)
+        print(
+            f"  {name}: {r.passed} passed, {r.failed} failed, {r.skipped} skipped", file=sys.stderr
+        )
     failures = [f for r in results.values() for f in r.failures]
     assert not failures, "\n".join(failures)
-    assert proc.returncode == 0, "e2e.test failed:\n" + "\n".join(log.read_text().splitlines()[-60:])
+    assert proc.returncode == 0, "e2e.test failed:\n" + "\n".join(
+        log.read_text().splitlines()[-60:]
+    )
     ran_nothing = [s for s in SUITES if results.get(s, SuiteResult()).passed == 0]
     assert not ran_nothing, f"no spec passed in {ran_nothing}"

@@ -65,6 +65,8 @@ def test_create_volume_honours_the_new_and_the_old_key(csi: Clients) -> None:
         ({NEW_KEY: "test-node", OLD_KEY: "elsewhere"}, False),
     ],
 )
-def test_get_capacity_per_segment(csi: Clients, segment: dict[str, str], has_capacity: bool) -> None:
+def test_get_capacity_per_segment(
+    csi: Clients, segment: dict[str, str], has_capacity: bool
+) -> None:
     req = pb.GetCapacityRequest(accessible_topology=pb.Topology(segments=segment))
     assert (csi.controller.GetCapacity(req).available_capacity > 0) is has_capacity

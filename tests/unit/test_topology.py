@@ -61,7 +61,9 @@ def test_no_driver_name_yields_a_key_kubelet_may_not_set(driver_name: str) -> No
 def test_the_default_key_and_its_legacy_form() -> None:
     config = DriverConfig(node_id="n")
     assert config.topology_key == NEW_KEY == topology_key_for(DEFAULT_DRIVER_NAME)
-    assert config.legacy_topology_keys == (OLD_KEY,) == (legacy_topology_key_for(DEFAULT_DRIVER_NAME),)
+    assert (
+        config.legacy_topology_keys == (OLD_KEY,) == (legacy_topology_key_for(DEFAULT_DRIVER_NAME),)
+    )
     # A name outside the forbidden namespaces never changed key: nothing legacy to accept.
     assert DriverConfig(node_id="n", driver_name="csi.example.com").legacy_topology_keys == ()
 

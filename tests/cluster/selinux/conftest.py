@@ -38,6 +38,9 @@ def selinux_node(cluster: Cluster, deployed: Deployment) -> Iterator[SelinuxNode
         if (node.vm.work / "guest-logs").is_dir():
             shutil.copytree(node.vm.work / "guest-logs", keep / "guest-logs")
         shutil.rmtree(node.vm.work, ignore_errors=True)
-        print(f"\nSELinux VM node: {time.monotonic() - t0:.0f} s from boot to power-off; "
-              f"logs in {keep}", file=sys.stderr)
+        print(
+            f"\nSELinux VM node: {time.monotonic() - t0:.0f} s from boot to power-off; "
+            f"logs in {keep}",
+            file=sys.stderr,
+        )
     assert not problems, problems

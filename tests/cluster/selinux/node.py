@@ -48,33 +48,64 @@ class SelinuxNode:
     def sh(self, script: str, check: bool = True, timeout: float = 120) -> str:
         """A shell command on the node itself (the guest's root, mount and PID namespaces)."""
         out = self.cluster.kubectl(
-            "-n", SHELL_NS, "exec", SHELL_POD, "--", "nsenter", "-t", "1", "-m", "-u", "-i", "-n",
-            "-p", "-r", "-w", "--", "sh", "-c", script, check=check, timeout=timeout)
+            "-n",
+            SHELL_NS,
+            "exec",
+            SHELL_POD,
+            "--",
+            "nsenter",
+            "-t",
+            "1",
+            "-m",
+            "-u",
+            "-i",
+            "-n",
+            "-p",
+            "-r",
+            "-w",
+            "--",
+            "sh",
+            "-c",
+            script,
+            check=check,
+            timeout=timeout,
+        )
         return out.stdout
 
     def mountinfo(self) -> list[str]:
         return self.sh("cat /proc/1/mountinfo").splitlines()
 
     def avc_denials(self) -> list[str]:
-        return [line for line in self.sh("dmesg").splitlines()
-                if "avc:" in line and "denied" in line]
+        return [
+            line for line in self.sh("dmesg").splitlines() if "avc:" in line and "denied" in line
+        ]
 
     def driver_pod(self) -> str:
         pods = self.cluster.kubectl_json(
-            "-n", NAMESPACE, "get", "pods", f"--field-selector=spec.nodeName={NODE_NAME}")["items"]
-        running = [p["metadata"]["name"] for p in pods
-                   if p["metadata"].get("deletionTimestamp") is None]
+            "-n", NAMESPACE, "get", "pods", f"--field-selector=spec.nodeName={NODE_NAME}"
+        )["items"]
+        running = [
+            p["metadata"]["name"] for p in pods if p["metadata"].get("deletionTimestamp") is None
+        ]
         assert len(running) == 1, f"driver pods on {NODE_NAME}: {running}"
         return str(running[0])
 
     def driver_log(self, previous: bool = False) -> str:
         return self.cluster.kubectl(
-            "-n", NAMESPACE, "logs", self.driver_pod(), "-c", DRIVER_CONTAINER,
-            *(["--previous"] if previous else []), timeout=60).stdout
+            "-n",
+            NAMESPACE,
+            "logs",
+            self.driver_pod(),
+            "-c",
+            DRIVER_CONTAINER,
+            *(["--previous"] if previous else []),
+            timeout=60,
+        ).stdout
 
     def driver_ready(self) -> bool:
         pods = self.cluster.kubectl_json(
-            "-n", NAMESPACE, "get", "pods", f"--field-selector=spec.nodeName={NODE_NAME}")["items"]
+            "-n", NAMESPACE, "get", "pods", f"--field-selector=spec.nodeName={NODE_NAME}"
+        )["items"]
         for p in pods:
             if p["metadata"].get("deletionTimestamp") is None:
                 conds = {c["type"]: c["status"] for c in p["status"].get("conditions", [])}
@@ -91,14 +122,21 @@ class SelinuxNode:
 
     def node_ready(self) -> bool:
         out = self.cluster.kubectl(
-            "get", "node", NODE_NAME, "-o",
-            "jsonpath={.status.conditions[?(@.type=='Ready')].status}", check=False, timeout=20)
+            "get",
+            "node",
+            NODE_NAME,
+            "-o",
+            "jsonpath={.status.conditions[?(@.type=='Ready')].status}",
+            check=False,
+            timeout=20,
+        )
         return out.stdout.strip() == "True"
 
     def diagnose(self) -> str:
         pods = self.cluster.kubectl("get", "pods", "-A", "-o", "wide", check=False).stdout
-        events = self.cluster.kubectl("get", "events", "-A", "--sort-by=.lastTimestamp",
-                                      check=False).stdout
+        events = self.cluster.kubectl(
+            "get", "events", "-A", "--sort-by=.lastTimestamp", check=False
+        ).stdout
         return f"{pods}\n{events[-3000:]}\n--- VM console ---\n{self.vm.console_tail(30)}"
 
     # --- join and leave --------------------------------------------------------------------
@@ -111,14 +149,27 @@ class SelinuxNode:
         current = next(i for i, a in enumerate(args) if re.fullmatch(r"-v=\d+", a))
         if args[current] == level:
             return
-        patch = [{"op": "replace", "path": f"/spec/template/spec/containers/{index}/args/{current}",
-                  "value": level}]
-        self.cluster.kubectl("-n", NAMESPACE, "patch", "daemonset", DAEMONSET, "--type=json",
-                             "-p", json.dumps(patch))
+        patch = [
+            {
+                "op": "replace",
+                "path": f"/spec/template/spec/containers/{index}/args/{current}",
+                "value": level,
+            }
+        ]
+        self.cluster.kubectl(
+            "-n", NAMESPACE, "patch", "daemonset", DAEMONSET, "--type=json", "-p", json.dumps(patch)
+        )
 
     def _rollout(self, timeout: int) -> None:
-        self.cluster.kubectl("-n", NAMESPACE, "rollout", "status", f"daemonset/{DAEMONSET}",
-                             f"--timeout={timeout}s", timeout=timeout + 30)
+        self.cluster.kubectl(
+            "-n",
+            NAMESPACE,
+            "rollout",
+            "status",
+            f"daemonset/{DAEMONSET}",
+            f"--timeout={timeout}s",
+            timeout=timeout + 30,
+        )
 
     def join(self) -> None:
         t0 = time.monotonic()
@@ -129,17 +180,37 @@ class SelinuxNode:
         self.vm.wait_console(MARK_UP, 1200)
         self.timings["guest up (images imported, kubelet started)"] = time.monotonic() - t0
         if self.vm.enforce != "Enforcing":
-            raise AssertionError(f"the VM node runs {self.vm.enforce}, not Enforcing:\n"
-                                 f"{self.vm.console_tail()}")
+            raise AssertionError(
+                f"the VM node runs {self.vm.enforce}, not Enforcing:\n{self.vm.console_tail()}"
+            )
         wait(f"node {NODE_NAME} Ready", self.node_ready, 600, self.diagnose)
         self.timings["node Ready"] = time.monotonic() - t0
         self.cluster.kubectl("create", "namespace", SHELL_NS)
         self.cluster.kubectl("apply", "-f", "-", input=json.dumps(shell_pod()))
-        wait("the node shell pod Running", lambda: self.cluster.kubectl(
-            "-n", SHELL_NS, "get", "pod", SHELL_POD, "-o", "jsonpath={.status.phase}",
-            check=False).stdout == "Running", 600, self.diagnose)
-        wait("the driver registered on the VM node (CSINode)", self.driver_registered, 900,
-             self.diagnose)
+        wait(
+            "the node shell pod Running",
+            lambda: (
+                self.cluster.kubectl(
+                    "-n",
+                    SHELL_NS,
+                    "get",
+                    "pod",
+                    SHELL_POD,
+                    "-o",
+                    "jsonpath={.status.phase}",
+                    check=False,
+                ).stdout
+                == "Running"
+            ),
+            600,
+            self.diagnose,
+        )
+        wait(
+            "the driver registered on the VM node (CSINode)",
+            self.driver_registered,
+            900,
+            self.diagnose,
+        )
         wait("the driver pod on the VM node Ready", self.driver_ready, 600, self.diagnose)
         self.timings["driver registered and Ready"] = time.monotonic() - t0
         print(f"\nSELinux VM node joined: {self.timings} (VM {self.vm.timings})", file=sys.stderr)
@@ -150,8 +221,22 @@ class SelinuxNode:
         problems: list[str] = []
         if self.vm.running():
             out = self.cluster.kubectl(
-                "-n", SHELL_NS, "exec", SHELL_POD, "--", "nsenter", "-t", "1", "-m", "-r", "--",
-                "touch", "/run/node-stop", check=False, timeout=60)
+                "-n",
+                SHELL_NS,
+                "exec",
+                SHELL_POD,
+                "--",
+                "nsenter",
+                "-t",
+                "1",
+                "-m",
+                "-r",
+                "--",
+                "touch",
+                "/run/node-stop",
+                check=False,
+                timeout=60,
+            )
             if out.returncode != 0:
                 problems.append(f"could not ask the guest to stop: {out.stderr.strip()}")
         self.vm.stop()
@@ -159,14 +244,23 @@ class SelinuxNode:
         if not down:
             problems.append("the guest did not power off by itself (QEMU was killed)")
         self.cluster.kubectl("delete", "node", NODE_NAME, "--ignore-not-found", check=False)
-        pods = self.cluster.kubectl_json("get", "pods", "-A",
-                                         f"--field-selector=spec.nodeName={NODE_NAME}")["items"]
+        pods = self.cluster.kubectl_json(
+            "get", "pods", "-A", f"--field-selector=spec.nodeName={NODE_NAME}"
+        )["items"]
         for p in pods:
-            self.cluster.kubectl("-n", p["metadata"]["namespace"], "delete", "pod",
-                                 p["metadata"]["name"], "--force", "--grace-period=0",
-                                 check=False)
-        self.cluster.kubectl("delete", "namespace", SHELL_NS, "--ignore-not-found",
-                             "--timeout=120s", check=False)
+            self.cluster.kubectl(
+                "-n",
+                p["metadata"]["namespace"],
+                "delete",
+                "pod",
+                p["metadata"]["name"],
+                "--force",
+                "--grace-period=0",
+                check=False,
+            )
+        self.cluster.kubectl(
+            "delete", "namespace", SHELL_NS, "--ignore-not-found", "--timeout=120s", check=False
+        )
         self._set_driver_level(SHIPPED_LEVEL)
         self._rollout(180)
         return problems
@@ -174,17 +268,25 @@ class SelinuxNode:
 
 def shell_pod() -> dict[str, Any]:
     return {
-        "apiVersion": "v1", "kind": "Pod", "metadata": {"name": SHELL_POD, "namespace": SHELL_NS},
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": SHELL_POD, "namespace": SHELL_NS},
         "spec": {
-            "nodeName": NODE_NAME, "hostPID": True, "hostNetwork": True,
+            "nodeName": NODE_NAME,
+            "hostPID": True,
+            "hostNetwork": True,
             "terminationGracePeriodSeconds": 1,
             "tolerations": [{"operator": "Exists"}],
-            "containers": [{
-                "name": "shell", "image": BUSYBOX, "imagePullPolicy": "Never",
-                "command": ["sleep", "100000"],
-                # Like the driver: privileged and spc_t, so it can read everything on the node.
-                "securityContext": {"privileged": True, "seLinuxOptions": {"type": "spc_t"}},
-            }],
+            "containers": [
+                {
+                    "name": "shell",
+                    "image": BUSYBOX,
+                    "imagePullPolicy": "Never",
+                    "command": ["sleep", "100000"],
+                    # Like the driver: privileged and spc_t, so it can read everything on the node.
+                    "securityContext": {"privileged": True, "seLinuxOptions": {"type": "spc_t"}},
+                }
+            ],
         },
     }
 

@@ -48,8 +48,17 @@ POD_CIDR = "10.244.1.0/24"
 GUEST_BINARIES = ("kubelet", "containerd", "containerd-shim-runc-v2", "ctr", "runc")
 #: The images the node's pods use (the DaemonSet, the node shell, the scenarios' pods). Importing
 #: an image costs the guest about 0.6 s per MB under TCG, so the others stay on the host.
-GUEST_IMAGES = ("pause", "busybox", "driver", "node-driver-registrar", "livenessprobe",
-                "csi-provisioner", "csi-snapshotter", "e2e-busybox", "agnhost")
+GUEST_IMAGES = (
+    "pause",
+    "busybox",
+    "driver",
+    "node-driver-registrar",
+    "livenessprobe",
+    "csi-provisioner",
+    "csi-snapshotter",
+    "e2e-busybox",
+    "agnhost",
+)
 #: What the console says when the guest init reaches a step (the init prints them).
 MARK_ENFORCE = "NODE-ENFORCE: "
 MARK_UP = "NODE-UP"
@@ -78,22 +87,39 @@ class NodeVM:
         """A kubelet client certificate for system:node:<NODE_NAME> from the cluster's CA, as an
         embedded kubeconfig for https://<Service IP>:443 (the guestfwd), and the CA."""
         pki = self.cluster.pki
-        client = pki.issue(f"kubelet-{NODE_NAME}", f"/O=system:nodes/CN=system:node:{NODE_NAME}",
-                           "client")
+        client = pki.issue(
+            f"kubelet-{NODE_NAME}", f"/O=system:nodes/CN=system:node:{NODE_NAME}", "client"
+        )
 
         def b64(path: Path) -> str:
             return base64.b64encode(path.read_bytes()).decode()
 
-        kubeconfig = json.dumps({
-            "apiVersion": "v1", "kind": "Config",
-            "clusters": [{"name": "local", "cluster": {
-                "server": f"https://{SERVICE_IP}:443",
-                "certificate-authority-data": b64(pki.ca.cert)}}],
-            "users": [{"name": "kubelet", "user": {
-                "client-certificate-data": b64(client.cert), "client-key-data": b64(client.key)}}],
-            "contexts": [{"name": "local", "context": {"cluster": "local", "user": "kubelet"}}],
-            "current-context": "local",
-        })
+        kubeconfig = json.dumps(
+            {
+                "apiVersion": "v1",
+                "kind": "Config",
+                "clusters": [
+                    {
+                        "name": "local",
+                        "cluster": {
+                            "server": f"https://{SERVICE_IP}:443",
+                            "certificate-authority-data": b64(pki.ca.cert),
+                        },
+                    }
+                ],
+                "users": [
+                    {
+                        "name": "kubelet",
+                        "user": {
+                            "client-certificate-data": b64(client.cert),
+                            "client-key-data": b64(client.key),
+                        },
+                    }
+                ],
+                "contexts": [{"name": "local", "context": {"cluster": "local", "user": "kubelet"}}],
+                "current-context": "local",
+            }
+        )
         return kubeconfig, pki.ca.cert.read_text()
 
     def _configs(self, node: Path) -> None:
@@ -101,34 +127,45 @@ class NodeVM:
         kubeconfig, ca = self._credentials()
         (node / "kubeconfig").write_text(kubeconfig)
         (node / "ca.crt").write_text(ca)
-        (node / "kubelet.yaml").write_text(json.dumps({
-            "apiVersion": "kubelet.config.k8s.io/v1beta1",
-            "kind": "KubeletConfiguration",
-            "authentication": {"anonymous": {"enabled": False}, "webhook": {"enabled": True},
-                               "x509": {"clientCAFile": "/payload/node/ca.crt"}},
-            "authorization": {"mode": "Webhook"},
-            "cgroupDriver": "cgroupfs",
-            "containerRuntimeEndpoint": "unix:///run/containerd/containerd.sock",
-            "port": KUBELET_PORT,
-            "resolvConf": "/etc/resolv.conf",
-            "failSwapOn": False,
-            "serializeImagePulls": False,
-            "volumeStatsAggPeriod": "10s",
-            "evictionHard": {"memory.available": "50Mi", "nodefs.available": "1%",
-                             "imagefs.available": "1%", "nodefs.inodesFree": "1%"},
-            "imageGCHighThresholdPercent": 100,
-            "imageGCLowThresholdPercent": 99,
-            "syncFrequency": "10s",
-            "fileCheckFrequency": "10s",
-            "nodeStatusReportFrequency": "20s",
-        }))
+        (node / "kubelet.yaml").write_text(
+            json.dumps(
+                {
+                    "apiVersion": "kubelet.config.k8s.io/v1beta1",
+                    "kind": "KubeletConfiguration",
+                    "authentication": {
+                        "anonymous": {"enabled": False},
+                        "webhook": {"enabled": True},
+                        "x509": {"clientCAFile": "/payload/node/ca.crt"},
+                    },
+                    "authorization": {"mode": "Webhook"},
+                    "cgroupDriver": "cgroupfs",
+                    "containerRuntimeEndpoint": "unix:///run/containerd/containerd.sock",
+                    "port": KUBELET_PORT,
+                    "resolvConf": "/etc/resolv.conf",
+                    "failSwapOn": False,
+                    "serializeImagePulls": False,
+                    "volumeStatsAggPeriod": "10s",
+                    "evictionHard": {
+                        "memory.available": "50Mi",
+                        "nodefs.available": "1%",
+                        "imagefs.available": "1%",
+                        "nodefs.inodesFree": "1%",
+                    },
+                    "imageGCHighThresholdPercent": 100,
+                    "imageGCLowThresholdPercent": 99,
+                    "syncFrequency": "10s",
+                    "fileCheckFrequency": "10s",
+                    "nodeStatusReportFrequency": "20s",
+                }
+            )
+        )
         (node / "containerd.toml").write_text(f"""version = 2
 root = "/var/lib/containerd"
 state = "/run/containerd"
 [grpc]
   address = "/run/containerd/containerd.sock"
 [plugins."io.containerd.grpc.v1.cri"]
-  sandbox_image = "{components.images['pause'].ref}"
+  sandbox_image = "{components.images["pause"].ref}"
   # The point of this node: containers get SELinux labels (process container_t with the pod's
   # MCS level, files container_file_t, from the policy's lxc_contexts).
   enable_selinux = true
@@ -145,15 +182,28 @@ state = "/run/containerd"
     bin_dir = "/payload/cni"
     conf_dir = "/etc/cni/net.d"
 """)
-        (node / "10-bridge.conflist").write_text(json.dumps({
-            "cniVersion": "1.0.0", "name": "pods",
-            "plugins": [{
-                "type": "bridge", "bridge": "cni0", "isGateway": True, "ipMasq": False,
-                "hairpinMode": True,
-                "ipam": {"type": "host-local", "ranges": [[{"subnet": POD_CIDR}]],
-                         "routes": [{"dst": "0.0.0.0/0"}]},
-            }],
-        }))
+        (node / "10-bridge.conflist").write_text(
+            json.dumps(
+                {
+                    "cniVersion": "1.0.0",
+                    "name": "pods",
+                    "plugins": [
+                        {
+                            "type": "bridge",
+                            "bridge": "cni0",
+                            "isGateway": True,
+                            "ipMasq": False,
+                            "hairpinMode": True,
+                            "ipam": {
+                                "type": "host-local",
+                                "ranges": [[{"subnet": POD_CIDR}]],
+                                "routes": [{"dst": "0.0.0.0/0"}],
+                            },
+                        }
+                    ],
+                }
+            )
+        )
         (node / "env").write_text(
             f"NODE_NAME={NODE_NAME}\nNODE_IP={NODE_IP}\nGUEST_ADDR={GUEST_ADDR}\n"
             f"GUEST_GATEWAY={GUEST_GATEWAY}\nGUEST_PREFIX={GUEST_NET.split('/')[1]}\n"
@@ -189,8 +239,12 @@ state = "/run/containerd"
         image = self.work / "payload.img"
         image.unlink(missing_ok=True)
         megabytes = size // 2**20 * 11 // 10 + 128
-        subprocess.run(["mkfs.ext4", "-q", "-L", "node-payload", "-d", str(tree), str(image),
-                        f"{megabytes}M"], check=True, capture_output=True, timeout=600)
+        subprocess.run(
+            ["mkfs.ext4", "-q", "-L", "node-payload", "-d", str(tree), str(image), f"{megabytes}M"],
+            check=True,
+            capture_output=True,
+            timeout=600,
+        )
         shutil.rmtree(tree)
         return image
 
@@ -206,22 +260,58 @@ state = "/run/containerd"
         self.timings["payload"] = time.monotonic() - t0
         overlay = self.work / "root-overlay.qcow2"
         overlay.unlink(missing_ok=True)
-        subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", "-F", "raw", "-b",
-                        str(image.root), str(overlay)], check=True, capture_output=True)
+        subprocess.run(
+            [
+                "qemu-img",
+                "create",
+                "-q",
+                "-f",
+                "qcow2",
+                "-F",
+                "raw",
+                "-b",
+                str(image.root),
+                str(overlay),
+            ],
+            check=True,
+            capture_output=True,
+        )
         results = self.work / "results.img"
         results.unlink(missing_ok=True)
-        subprocess.run(["mkfs.ext4", "-q", "-L", "node-results", str(results), "512M"],
-                       check=True, capture_output=True)
+        subprocess.run(
+            ["mkfs.ext4", "-q", "-L", "node-results", str(results), "512M"],
+            check=True,
+            capture_output=True,
+        )
         # The hostfwd listens on NODE_IP in the cluster's netns. Connections to it must not come
         # from NODE_IP itself: slirp passes the client's address on to the guest (only loopback
         # sources become its gateway address), and the guest, which has NODE_IP on its lo, drops
         # a SYN from its own address as a martian. So the local route says: source 127.0.0.1.
         self.cluster.run(["ip", "addr", "add", f"{NODE_IP}/32", "dev", "lo"])
         self._address_added = True
-        self.cluster.run(["ip", "route", "replace", "local", NODE_IP, "dev", "lo", "table", "local",
-                          "proto", "kernel", "scope", "host", "src", "127.0.0.1"])
-        append = ("console=ttyS0 root=/dev/vda rw init=/usr/local/sbin/e2e-init "
-                  "security=selinux selinux=1 apparmor=0 enforcing=0 panic=-1 loglevel=4")
+        self.cluster.run(
+            [
+                "ip",
+                "route",
+                "replace",
+                "local",
+                NODE_IP,
+                "dev",
+                "lo",
+                "table",
+                "local",
+                "proto",
+                "kernel",
+                "scope",
+                "host",
+                "src",
+                "127.0.0.1",
+            ]
+        )
+        append = (
+            "console=ttyS0 root=/dev/vda rw init=/usr/local/sbin/e2e-init "
+            "security=selinux selinux=1 apparmor=0 enforcing=0 panic=-1 loglevel=4"
+        )
         netdev = (
             f"user,id=n0,restrict=on,net={GUEST_NET},host={GUEST_GATEWAY},"
             f"dhcpstart={GUEST_ADDR},"
@@ -229,16 +319,40 @@ state = "/run/containerd"
             f"hostfwd=tcp:{NODE_IP}:{KUBELET_PORT}-{GUEST_ADDR}:{KUBELET_PORT}"
         )
         argv = [
-            *self.cluster.nsenter(mount=False), "qemu-system-x86_64", "-accel", "tcg",
-            "-m", str(self.memory_mb), "-smp", "2", "-nographic", "-no-reboot",
-            "-kernel", str(image.kernel), "-initrd", str(image.initrd), "-append", append,
-            "-drive", f"file={overlay},format=qcow2,if=virtio",
-            "-drive", f"file={payload},format=raw,if=virtio,readonly=on",
-            "-drive", f"file={results},format=raw,if=virtio",
-            "-netdev", netdev, "-device", "virtio-net-pci,netdev=n0",
+            *self.cluster.nsenter(mount=False),
+            "qemu-system-x86_64",
+            "-accel",
+            "tcg",
+            "-m",
+            str(self.memory_mb),
+            "-smp",
+            "2",
+            "-nographic",
+            "-no-reboot",
+            "-kernel",
+            str(image.kernel),
+            "-initrd",
+            str(image.initrd),
+            "-append",
+            append,
+            "-drive",
+            f"file={overlay},format=qcow2,if=virtio",
+            "-drive",
+            f"file={payload},format=raw,if=virtio,readonly=on",
+            "-drive",
+            f"file={results},format=raw,if=virtio",
+            "-netdev",
+            netdev,
+            "-device",
+            "virtio-net-pci,netdev=n0",
         ]
-        self.proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                                     stderr=subprocess.STDOUT, start_new_session=True)
+        self.proc = subprocess.Popen(
+            argv,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
         self._reader = threading.Thread(target=self._read_console, name="vm-console", daemon=True)
         self._reader.start()
         self.timings["qemu started"] = time.monotonic() - t0
@@ -263,8 +377,10 @@ state = "/run/containerd"
             if not self.running():
                 raise NodeVMError(f"the VM exited before {marker!r}:\n{self.console_tail()}")
             if time.monotonic() > deadline:
-                raise NodeVMError(f"no {marker!r} on the VM console within {timeout:.0f} s:\n"
-                                  f"{self.console_tail()}")
+                raise NodeVMError(
+                    f"no {marker!r} on the VM console within {timeout:.0f} s:\n"
+                    f"{self.console_tail()}"
+                )
             time.sleep(0.5)
 
     def console_tail(self, lines: int = 40) -> str:

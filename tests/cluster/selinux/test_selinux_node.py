@@ -30,24 +30,36 @@ def label(level: str) -> str:
     return f"system_u:object_r:{FILE_TYPE}:{level}"
 
 
-def app_pod(kube: Kube, name: str, claim: str, level: str | None = LEVEL,
-            change_policy: str | None = None, access: str = "ReadWriteOnce") -> dict[str, Any]:
+def app_pod(
+    kube: Kube,
+    name: str,
+    claim: str,
+    level: str | None = LEVEL,
+    change_policy: str | None = None,
+    access: str = "ReadWriteOnce",
+) -> dict[str, Any]:
     security: dict[str, Any] = {}
     if level is not None:
         security["seLinuxOptions"] = {"level": level}
     if change_policy is not None:
         security["seLinuxChangePolicy"] = change_policy
     return {
-        "apiVersion": "v1", "kind": "Pod", "metadata": {"name": name},
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": name},
         "spec": {
             "nodeSelector": {"kubernetes.io/hostname": NODE_NAME},
             "terminationGracePeriodSeconds": 1,
             "securityContext": security,
-            "containers": [{
-                "name": "app", "image": kube.cluster.components.images["driver"].ref,
-                "imagePullPolicy": "Never", "command": ["sleep", "100000"],
-                "volumeMounts": [{"name": "data", "mountPath": "/data"}],
-            }],
+            "containers": [
+                {
+                    "name": "app",
+                    "image": kube.cluster.components.images["driver"].ref,
+                    "imagePullPolicy": "Never",
+                    "command": ["sleep", "100000"],
+                    "volumeMounts": [{"name": "data", "mountPath": "/data"}],
+                }
+            ],
             "volumes": [{"name": "data", "persistentVolumeClaim": {"claimName": claim}}],
         },
     }
@@ -68,7 +80,9 @@ def requests(log: str, method: str, volume_id: str) -> list[list[str]]:
     found = []
     for line in log.splitlines():
         if f"{method} request:" in line and f'volume_id: "{volume_id}"' in line:
-            found.append([m.replace('\\"', '"').replace("\\\\", "\\") for m in _FLAGS.findall(line)])
+            found.append(
+                [m.replace('\\"', '"').replace("\\\\", "\\") for m in _FLAGS.findall(line)]
+            )
     return found
 
 
@@ -76,9 +90,17 @@ def volume_mounts(node: SelinuxNode, pv_name: str, pod_uid: str) -> dict[str, st
     """Mount point -> super options of the volume's mounts on the node: the pod's target path
     and every other mount of the same device (the staging path)."""
     lines = node.mountinfo()
-    target = next((line for line in lines
-                   if f"/pods/{pod_uid}/volumes/kubernetes.io~csi/{pv_name}/mount " in line), None)
-    assert target is not None, f"no mount of {pv_name} for pod {pod_uid} on the node:\n" + "\n".join(lines)
+    target = next(
+        (
+            line
+            for line in lines
+            if f"/pods/{pod_uid}/volumes/kubernetes.io~csi/{pv_name}/mount " in line
+        ),
+        None,
+    )
+    assert target is not None, (
+        f"no mount of {pv_name} for pod {pod_uid} on the node:\n" + "\n".join(lines)
+    )
     device = target.split()[2]
     found = {}
     for line in lines:
@@ -106,8 +128,9 @@ def test_labelled_volume_end_to_end(cluster: Cluster, selinux_node: SelinuxNode,
 
         # What kubelet sent: the pod's label, quoted, in NodeStage and NodePublish alike.
         log = selinux_node.driver_log()
-        stage, publish = (requests(log, m, volume_id) for m in
-                          ("NodeStageVolume", "NodePublishVolume"))
+        stage, publish = (
+            requests(log, m, volume_id) for m in ("NodeStageVolume", "NodePublishVolume")
+        )
         print(f"NodeStageVolume mount_flags: {stage}\nNodePublishVolume mount_flags: {publish}")
         assert stage and all(flags == [want] for flags in stage), stage
         assert publish and all(flags == [want] for flags in publish), publish
@@ -137,15 +160,20 @@ def test_labelled_volume_end_to_end(cluster: Cluster, selinux_node: SelinuxNode,
         kube.delete("pod/app")
 
 
-def test_pods_sharing_a_label_share_the_mount_rwo_and_rwop(cluster: Cluster,
-                                                           selinux_node: SelinuxNode) -> None:
+def test_pods_sharing_a_label_share_the_mount_rwo_and_rwop(
+    cluster: Cluster, selinux_node: SelinuxNode
+) -> None:
     """In 1.37 kubelet sends context= for every access mode: two pods with one level on a
     ReadWriteOnce claim share one staged, labelled mount; a ReadWriteOncePod claim gets it too."""
     storage_class, size = CLASSES["ext4"]
     with namespace(cluster, "selinux-share") as kube:
-        kube.apply(pvc("rwo", storage_class, size), pvc("rwop", storage_class, size,
-                                                       access="ReadWriteOncePod"),
-                   app_pod(kube, "a", "rwo"), app_pod(kube, "b", "rwo"), app_pod(kube, "c", "rwop"))
+        kube.apply(
+            pvc("rwo", storage_class, size),
+            pvc("rwop", storage_class, size, access="ReadWriteOncePod"),
+            app_pod(kube, "a", "rwo"),
+            app_pod(kube, "b", "rwo"),
+            app_pod(kube, "c", "rwop"),
+        )
         for name in ("a", "b", "c"):
             kube.wait_ready(name, POD_TIMEOUT)
         want = f'context="{label(LEVEL)}"'
@@ -159,7 +187,9 @@ def test_pods_sharing_a_label_share_the_mount_rwo_and_rwop(cluster: Cluster,
             assert len(publish) >= len(pods) and all(f == [want] for f in publish), publish
             points: dict[str, str] = {}
             for name in pods:
-                points.update(volume_mounts(selinux_node, pv_name, kube.get("pod", name)["metadata"]["uid"]))
+                points.update(
+                    volume_mounts(selinux_node, pv_name, kube.get("pod", name)["metadata"]["uid"])
+                )
             staging = [p for p in points if p.endswith("/globalmount")]
             assert len(staging) == 1, points
             assert len(points) == len(pods) + 1, points
@@ -179,29 +209,40 @@ def test_conflicting_level_is_held_by_kubelet(cluster: Cluster, selinux_node: Se
         kube.wait_ready("first", POD_TIMEOUT)
         _, volume_id = volume_of(kube, "data")
         kube.apply(app_pod(kube, "second", "data", level=OTHER_LEVEL))
-        kube.wait("kubelet's FailedMount event for the conflicting label",
-                  lambda: "conflicting SELinux labels" in kube.events("second"), 300, "second")
+        kube.wait(
+            "kubelet's FailedMount event for the conflicting label",
+            lambda: "conflicting SELinux labels" in kube.events("second"),
+            300,
+            "second",
+        )
         events = kube.events("second")
         print(events)
         assert "FailedMount" in events
         assert kube.pod_phase("second") == "Pending"
         other = f'context="{label(OTHER_LEVEL)}"'
         log = selinux_node.driver_log()
-        assert all(other not in f for m in ("NodeStageVolume", "NodePublishVolume")
-                   for f in requests(log, m, volume_id))
+        assert all(
+            other not in f
+            for m in ("NodeStageVolume", "NodePublishVolume")
+            for f in requests(log, m, volume_id)
+        )
         kube.delete("pod/second", "pod/first")
 
 
 @pytest.mark.parametrize("case", ["recursive", "no-level"])
-def test_without_context_mount_the_runtime_relabels(cluster: Cluster, selinux_node: SelinuxNode,
-                                                    case: str) -> None:
+def test_without_context_mount_the_runtime_relabels(
+    cluster: Cluster, selinux_node: SelinuxNode, case: str
+) -> None:
     """seLinuxChangePolicy: Recursive, or a pod with no SELinux level: kubelet sends no
     context=, the mount is unlabelled by mount options and containerd relabels the volume's files
     to the container's label instead."""
     storage_class, size = CLASSES["ext4"]
     with namespace(cluster, f"selinux-{case}") as kube:
-        pod = (app_pod(kube, "app", "data", change_policy="Recursive") if case == "recursive"
-               else app_pod(kube, "app", "data", level=None))
+        pod = (
+            app_pod(kube, "app", "data", change_policy="Recursive")
+            if case == "recursive"
+            else app_pod(kube, "app", "data", level=None)
+        )
         kube.apply(pvc("data", storage_class, size), pod)
         kube.wait_ready("app", POD_TIMEOUT)
         pv_name, volume_id = volume_of(kube, "data")
@@ -229,8 +270,11 @@ def test_without_context_mount_the_runtime_relabels(cluster: Cluster, selinux_no
 
 def _driver_restarts(node: SelinuxNode) -> int:
     pod = node.cluster.kubectl_json("-n", "csi-hostpath-selinux", "get", "pod", node.driver_pod())
-    return sum(s["restartCount"] for s in pod["status"].get("containerStatuses", [])
-               if s["name"] == "csi-hostpath-selinux")
+    return sum(
+        s["restartCount"]
+        for s in pod["status"].get("containerStatuses", [])
+        if s["name"] == "csi-hostpath-selinux"
+    )
 
 
 def test_driver_killed_then_kubelet_restarted(cluster: Cluster, selinux_node: SelinuxNode) -> None:
@@ -250,19 +294,29 @@ def test_driver_killed_then_kubelet_restarted(cluster: Cluster, selinux_node: Se
         # matching this very shell's command line.
         pids = selinux_node.sh(
             "for p in /proc/[0-9]*; do tr '\\0' ' ' <$p/cmdline 2>/dev/null | grep -q -- "
-            "'--drivernam[e]=' && echo ${p#/proc/}; done; true").split()
+            "'--drivernam[e]=' && echo ${p#/proc/}; done; true"
+        ).split()
         assert len(pids) == 1, pids
         restarts = _driver_restarts(selinux_node)
         selinux_node.sh(f"kill -9 {pids[0]}")
-        kube.wait("the driver container restarted and Ready", lambda: _driver_restarts(
-            selinux_node) > restarts and selinux_node.driver_ready(), 300)
+        kube.wait(
+            "the driver container restarted and Ready",
+            lambda: _driver_restarts(selinux_node) > restarts and selinux_node.driver_ready(),
+            300,
+        )
         assert volume_mounts(selinux_node, pv_name, uid) == before
         assert kube.exec("app", "cat", "/data/f").strip() == "before"
 
         restarted = sum("NODE-KUBELET-RESTARTED" in line for line in selinux_node.vm.console)
         selinux_node.sh("touch /run/node-restart-kubelet")
-        kube.wait("kubelet restarted in the guest", lambda: sum(
-            "NODE-KUBELET-RESTARTED" in line for line in selinux_node.vm.console) > restarted, 120)
+        kube.wait(
+            "kubelet restarted in the guest",
+            lambda: (
+                sum("NODE-KUBELET-RESTARTED" in line for line in selinux_node.vm.console)
+                > restarted
+            ),
+            120,
+        )
         kube.wait("node Ready after the kubelet restart", selinux_node.node_ready, 300)
         kube.apply(app_pod(kube, "late", "data"))
         kube.wait_ready("late", POD_TIMEOUT)
@@ -275,9 +329,17 @@ def test_driver_killed_then_kubelet_restarted(cluster: Cluster, selinux_node: Se
         assert kube.exec("late", "cat", "/proc/1/attr/current").strip("\0\n ").endswith(LEVEL)
         assert denials_for(selinux_node, LEVEL) == []
         kube.delete("pod/app", "pod/late", "pvc/data")
-        kube.wait(f"PV {pv_name} deleted", lambda: cluster.kubectl(
-            "get", "pv", pv_name, check=False).returncode != 0, 180)
-        loops = [line for line in selinux_node.sh("losetup -a").splitlines() if volume_id[:20] in line]
-        log = "\n".join(line for line in (selinux_node.driver_log()).splitlines()
-                        if volume_id in line and "Probe" not in line)
+        kube.wait(
+            f"PV {pv_name} deleted",
+            lambda: cluster.kubectl("get", "pv", pv_name, check=False).returncode != 0,
+            180,
+        )
+        loops = [
+            line for line in selinux_node.sh("losetup -a").splitlines() if volume_id[:20] in line
+        ]
+        log = "\n".join(
+            line
+            for line in (selinux_node.driver_log()).splitlines()
+            if volume_id in line and "Probe" not in line
+        )
         assert loops == [], f"loop device of the deleted volume still attached: {loops}\n{log}"

@@ -37,31 +37,52 @@ def test_selinuxmount_suite(cluster: Cluster, selinux_node: SelinuxNode) -> None
     cmd = [
         str(bins["e2e.test"]),
         r"-ginkgo.focus=External.Storage.*\] seLinuxMount ",
-        f"-ginkgo.skip={SKIP}", "-ginkgo.no-color", "-ginkgo.timeout=1h",
+        f"-ginkgo.skip={SKIP}",
+        "-ginkgo.no-color",
+        "-ginkgo.timeout=1h",
         f"-ginkgo.junit-report={report / 'junit.xml'}",
-        f"-kubeconfig={cluster.admin_kubeconfig}", f"-storage.testdriver={testdriver}",
-        f"-kubectl-path={bins['kubectl']}", "-provider=local", "-node-os-distro=debian",
-        f"-report-dir={report}", "-disable-log-dump",
+        f"-kubeconfig={cluster.admin_kubeconfig}",
+        f"-storage.testdriver={testdriver}",
+        f"-kubectl-path={bins['kubectl']}",
+        "-provider=local",
+        "-node-os-distro=debian",
+        f"-report-dir={report}",
+        "-disable-log-dump",
     ]
     log = cluster.logs / "e2e-selinuxmount.log"
     t0 = time.monotonic()
     with log.open("w") as out:
-        proc = subprocess.run([*cluster.nsenter(mount=False), *cmd], stdout=out,
-                              stderr=subprocess.STDOUT, cwd=report, timeout=3600, check=False)
+        proc = subprocess.run(
+            [*cluster.nsenter(mount=False), *cmd],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            cwd=report,
+            timeout=3600,
+            check=False,
+        )
     elapsed = time.monotonic() - t0
     junit = report / "junit.xml"
     assert junit.is_file(), f"e2e.test wrote no report (exit {proc.returncode}):\n" + "\n".join(
-        log.read_text().splitlines()[-60:])
+        log.read_text().splitlines()[-60:]
+    )
     results = storage_e2e.parse_junit(junit)
     # The suite's name in the spec text (test/e2e/storage/testsuites/selinuxmount.go).
     suite = results.get("seLinuxMount", storage_e2e.SuiteResult())
-    summary = {"seconds": round(elapsed), "exit_code": proc.returncode, "passed": suite.passed,
-               "failed": suite.failed, "skipped": suite.skipped,
-               "skip_reasons": dict(suite.skip_reasons), "failures": suite.failures}
+    summary = {
+        "seconds": round(elapsed),
+        "exit_code": proc.returncode,
+        "passed": suite.passed,
+        "failed": suite.failed,
+        "skipped": suite.skipped,
+        "skip_reasons": dict(suite.skip_reasons),
+        "failures": suite.failures,
+    }
     (cluster.logs / "e2e-selinuxmount-summary.json").write_text(json.dumps(summary, indent=2))
-    print(f"\nselinuxmount suite on {NODE_NAME} ({elapsed:.0f} s): {suite.passed} passed, "
-          f"{suite.failed} failed, {suite.skipped} skipped\n{json.dumps(summary, indent=2)}",
-          file=sys.stderr)
+    print(
+        f"\nselinuxmount suite on {NODE_NAME} ({elapsed:.0f} s): {suite.passed} passed, "
+        f"{suite.failed} failed, {suite.skipped} skipped\n{json.dumps(summary, indent=2)}",
+        file=sys.stderr,
+    )
     assert suite.failures == [], "\n".join(suite.failures)
     assert proc.returncode == 0, "\n".join(log.read_text().splitlines()[-60:])
     assert suite.passed > 0, f"no selinuxmount spec passed: {summary}"
