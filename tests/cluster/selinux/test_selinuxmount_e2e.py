@@ -16,7 +16,7 @@ import time
 import pytest
 import yaml
 
-from tests.cluster import test_e2e_storage as storage_e2e
+from tests.cluster import test_upstream_e2e as storage_e2e
 from tests.cluster.cluster import Cluster
 from tests.cluster.selinux.node import SelinuxNode
 from tests.cluster.selinux.node_vm import NODE_NAME
