@@ -228,8 +228,32 @@ def intent(catalog: Catalog, state_dir: Path, *ids: str) -> Iterator[None]:
         with _held_lock:
             _held.subtract(marks)
         raise
-    yield
+    try:
+        yield
+    except BaseException:
+        # A failed create or delete that left no storage of these ids behind (it undid its
+        # own, or failed before making any, e.g. a refused request) needs no mark: release it
+        # like a success. Storage left behind keeps its mark for the next start.
+        if _storage_left(state_dir, ids):
+            _forget(marks)
+        else:
+            catalog.after_sync(functools.partial(_release, marks))
+        raise
     catalog.after_sync(functools.partial(_release, marks))
+
+
+def _storage_left(state_dir: Path, ids: tuple[str, ...]) -> bool:
+    found = scan(state_dir)
+    return any(ident in found.volumes or ident in found.snapshots for ident in ids)
+
+
+def _forget(marks: list[Path]) -> None:
+    """Stop counting marks as held by this block, keeping their files."""
+    with _held_lock:
+        for mark in marks:
+            _held[mark] -= 1
+            if _held[mark] <= 0:
+                del _held[mark]
 
 
 def _create(mark: Path) -> None:

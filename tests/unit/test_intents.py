@@ -163,3 +163,32 @@ def test_without_the_intent_the_same_power_cut_refuses_to_start(node: Node, tmp_
     (lost / statedir.INTENTS_DIR / vol.id).unlink(missing_ok=True)
     with pytest.raises(StateDirError, match="does not list 1 volume"):
         start(lost).catalog.close()
+
+
+def test_a_refused_create_leaves_no_intent_behind(node: Node) -> None:
+    """Found by the VM suite: a CreateVolume refused inside the block (a CIFS volume without
+    credentials) left its intent until the next start."""
+    ident = "vol-" + "1" * 32
+    with (
+        pytest.raises(RuntimeError, match="refused"),
+        statedir.intent(node.catalog, node.state_dir, ident),
+    ):
+        raise RuntimeError("refused before making any storage")
+    node.catalog.sync()
+    assert statedir.intents(node.state_dir) == set()
+
+
+def test_a_failure_that_leaves_storage_keeps_its_intent(node: Node) -> None:
+    ident = "vol-" + "2" * 32
+    storage = node.state_dir / "volumes" / ident
+    with pytest.raises(RuntimeError), statedir.intent(node.catalog, node.state_dir, ident):
+        storage.mkdir(parents=True)
+        raise RuntimeError("killed half-way, storage left")
+    node.catalog.sync()
+    assert statedir.intents(node.state_dir) == {ident}, "the next start needs the mark"
+    # A later operation of the same id that succeeds still removes it.
+    storage.rmdir()
+    with statedir.intent(node.catalog, node.state_dir, ident):
+        pass
+    node.catalog.sync()
+    assert statedir.intents(node.state_dir) == set()
