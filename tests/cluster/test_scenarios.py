@@ -173,24 +173,30 @@ def test_volume_stats_in_kubelet_metrics(cluster: Cluster, deployed: Deployment)
         )
         kube.wait_ready("user")
         labels = f'namespace="{kube.ns}",persistentvolumeclaim="data"'
-
-        def sample(metric: str) -> float | None:
-            for line in kubelet_metrics(cluster).splitlines():
-                if line.startswith(metric + "{") and labels in line:
-                    return float(line.rsplit(" ", 1)[1])
-            return None
-
-        kube.wait(
-            "kubelet_volume_stats_used_bytes >= 20 MiB",
-            lambda: (sample("kubelet_volume_stats_used_bytes") or 0) >= 20 * 2**20,
-            60,
-            "user",
+        metrics = (
+            "kubelet_volume_stats_used_bytes",
+            "kubelet_volume_stats_capacity_bytes",
+            "kubelet_volume_stats_available_bytes",
+            "kubelet_volume_stats_inodes",
+            "kubelet_volume_stats_inodes_used",
         )
-        capacity = sample("kubelet_volume_stats_capacity_bytes")
-        assert capacity is not None and 50 * 2**20 < capacity <= 64 * 2**20
-        assert (sample("kubelet_volume_stats_available_bytes") or 0) > 0
-        assert (sample("kubelet_volume_stats_inodes") or 0) > 0
-        assert (sample("kubelet_volume_stats_inodes_used") or 0) > 0
+        seen: dict[str, float] = {}
+
+        def scrape() -> bool:
+            """One scrape of kubelet's /metrics: every series of the claim, the write counted.
+            (kubelet refreshes its volume stats every few seconds, not all series at once.)"""
+            seen.clear()
+            for line in kubelet_metrics(cluster).splitlines():
+                name = line.split("{", 1)[0]
+                if name in metrics and labels in line:
+                    seen[name] = float(line.rsplit(" ", 1)[1])
+            return len(seen) == len(metrics) and seen[metrics[0]] >= 20 * 2**20
+
+        kube.wait("every kubelet_volume_stats series, used_bytes >= 20 MiB", scrape, 120, "user")
+        assert 50 * 2**20 < seen["kubelet_volume_stats_capacity_bytes"] <= 64 * 2**20, seen
+        assert seen["kubelet_volume_stats_available_bytes"] > 0, seen
+        assert seen["kubelet_volume_stats_inodes"] > 0, seen
+        assert seen["kubelet_volume_stats_inodes_used"] > 0, seen
 
 
 def driver_pod(cluster: Cluster) -> dict:  # type: ignore[type-arg]
