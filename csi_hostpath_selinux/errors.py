@@ -1,17 +1,14 @@
-"""The driver's error hierarchy: domain code raises these, one interceptor maps them to gRPC codes.
+"""The driver's error hierarchy: domain code raises these; `status.py` alone maps them to gRPC codes.
 
-Messages are written for the pod author: kubelet copies them into pod events.
+This module imports no gRPC: the domain stays usable (and testable) without it. Messages are written
+for the pod author: kubelet copies them into pod events.
 """
 
 from __future__ import annotations
 
-import grpc
-
 
 class DriverError(Exception):
     """Base of every error the driver reports to a CSI client."""
-
-    code: grpc.StatusCode = grpc.StatusCode.INTERNAL
 
     def __init__(self, message: str) -> None:
         super().__init__(message)
@@ -19,43 +16,43 @@ class DriverError(Exception):
 
 
 class InvalidArgument(DriverError):
-    code = grpc.StatusCode.INVALID_ARGUMENT
+    """The request itself is wrong: a missing field, a bad name, an option the driver refuses."""
 
 
 class NotFound(DriverError):
-    code = grpc.StatusCode.NOT_FOUND
+    """The volume, snapshot or path the request names does not exist."""
 
 
 class AlreadyExists(DriverError):
-    code = grpc.StatusCode.ALREADY_EXISTS
+    """A thing of that name exists already with other properties than the request asks for."""
 
 
 class FailedPrecondition(DriverError):
-    code = grpc.StatusCode.FAILED_PRECONDITION
+    """The request is well formed but the current state forbids it (staged elsewhere, in use)."""
 
 
 class Aborted(DriverError):
-    code = grpc.StatusCode.ABORTED
+    """Another operation on the same volume is in progress; the caller retries."""
 
 
 class OutOfRange(DriverError):
-    code = grpc.StatusCode.OUT_OF_RANGE
+    """A size is outside what the volume or kind supports."""
 
 
 class ResourceExhausted(DriverError):
-    code = grpc.StatusCode.RESOURCE_EXHAUSTED
+    """No space or capacity left for the request."""
 
 
 class Unavailable(DriverError):
-    code = grpc.StatusCode.UNAVAILABLE
+    """The node cannot serve the request right now (state directory full, service starting)."""
 
 
 class Unimplemented(DriverError):
-    code = grpc.StatusCode.UNIMPLEMENTED
+    """The driver does not offer this operation for this volume kind."""
 
 
 class Internal(DriverError):
-    code = grpc.StatusCode.INTERNAL
+    """The driver failed in a way the caller cannot fix."""
 
 
 class LabelVerificationError(Internal):

@@ -1,7 +1,8 @@
 """One interceptor for every RPC: request logging with secrets removed, timing, and error mapping.
 
-Domain code raises DriverError subclasses; this is the only place they become gRPC statuses.
-Anything else is a bug: it is logged with its traceback and answered INTERNAL.
+Domain code raises DriverError subclasses; `status.status_of` turns them into gRPC statuses here, for
+unary and streaming RPCs alike. Anything else is a bug: it is logged with its traceback and answered
+INTERNAL.
 """
 
 from __future__ import annotations
@@ -16,8 +17,8 @@ from google.protobuf import text_format
 from google.protobuf.message import Message
 
 from ._proto import csi_pb2 as pb
-from .errors import DriverError
 from .metrics import Metrics
+from .status import DOMAIN_ERRORS, status_of
 
 log = logging.getLogger("csi_hostpath_selinux.rpc")
 
@@ -111,12 +112,14 @@ class DriverInterceptor(grpc.ServerInterceptor):  # type: ignore[type-arg]
             for response in inner(request, context):
                 sent += 1
                 yield response
-        except DriverError as exc:
-            code = exc.code
-            log.info("%s failed: %s: %s", method, code.name, exc.message)
-            context.abort(code, exc.message)
+        except DOMAIN_ERRORS as exc:
+            status = status_of(method, exc)
+            code = status.code
+            log.info("%s failed: %s: %s", method, code.name, status.message)
+            context.abort(code, status.message)
         except Exception as exc:
             if _is_abort(context):
+                code = context.code() or grpc.StatusCode.UNKNOWN  # type: ignore[attr-defined]
                 raise
             code = grpc.StatusCode.INTERNAL
             log.exception("%s failed with an unexpected error", method)
@@ -144,10 +147,11 @@ class DriverInterceptor(grpc.ServerInterceptor):  # type: ignore[type-arg]
         code = grpc.StatusCode.OK
         try:
             response = inner(request, context)
-        except DriverError as exc:
-            code = exc.code
-            log.info("%s failed: %s: %s", method, code.name, exc.message)
-            context.abort(code, exc.message)
+        except DOMAIN_ERRORS as exc:
+            status = status_of(method, exc)
+            code = status.code
+            log.info("%s failed: %s: %s", method, code.name, status.message)
+            context.abort(code, status.message)
         except Exception as exc:
             if _is_abort(context):
                 code = context.code() or grpc.StatusCode.UNKNOWN  # type: ignore[attr-defined]
