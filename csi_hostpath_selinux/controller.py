@@ -13,7 +13,7 @@ from .config import DriverConfig
 from .errors import DriverError, InvalidArgument, Unimplemented
 from .health import HealthChecker
 from .models import Snapshot
-from .selinux import parse_mount_flags
+from .selinux import SELinuxError, parse_mount_flags
 from .snapshots import SnapshotManager
 from .state import Catalog
 from .statedir import LOW_SPACE_BYTES
@@ -117,7 +117,7 @@ class ControllerService(rpc.ControllerServicer):
             else:
                 try:
                     parse_mount_flags(cap.mount_flags)
-                except DriverError as exc:
+                except (DriverError, SELinuxError) as exc:
                     problem = exc.message
             if problem:
                 return pb.ValidateVolumeCapabilitiesResponse(

@@ -6,6 +6,8 @@ for the pod author: kubelet copies them into pod events.
 
 from __future__ import annotations
 
+from .selinux.errors import LabelNotApplied
+
 
 class DriverError(Exception):
     """Base of every error the driver reports to a CSI client."""
@@ -55,5 +57,7 @@ class Internal(DriverError):
     """The driver failed in a way the caller cannot fix."""
 
 
-class LabelVerificationError(Internal):
-    """A labelled mount succeeded but the label is not on it (dropped by util-linux or the kernel)."""
+#: A labelled mount succeeded but the label is not on it (dropped by util-linux or the kernel): the
+#: SELinux package's own class (status.py maps it to INTERNAL), so a handler that catches it also
+#: catches what the package's verify_mounted_label raises.
+LabelVerificationError = LabelNotApplied

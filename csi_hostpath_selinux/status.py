@@ -12,6 +12,7 @@ from dataclasses import dataclass
 import grpc
 
 from . import errors
+from . import selinux as sel
 
 #: The code of each error class; a subclass inherits its nearest listed ancestor's code.
 _CODES: dict[type[Exception], grpc.StatusCode] = {
@@ -26,13 +27,18 @@ _CODES: dict[type[Exception], grpc.StatusCode] = {
     errors.Unavailable: grpc.StatusCode.UNAVAILABLE,
     errors.Unimplemented: grpc.StatusCode.UNIMPLEMENTED,
     errors.Internal: grpc.StatusCode.INTERNAL,
+    # The SELinux package's own errors (it imports nothing of the driver, so no DriverError).
+    sel.SELinuxError: grpc.StatusCode.INTERNAL,
+    sel.InvalidMountFlags: grpc.StatusCode.INVALID_ARGUMENT,
+    sel.LabelConflict: grpc.StatusCode.FAILED_PRECONDITION,
+    sel.LabelNotApplied: grpc.StatusCode.INTERNAL,
 }
 
 #: (RPC method, error class) pairs whose code the CSI spec sets differently for that one RPC.
 _PER_RPC: dict[tuple[str, type[Exception]], grpc.StatusCode] = {}
 
 #: Every exception type that carries a message meant for the caller.
-DOMAIN_ERRORS: tuple[type[Exception], ...] = (errors.DriverError,)
+DOMAIN_ERRORS: tuple[type[Exception], ...] = (errors.DriverError, sel.SELinuxError)
 
 
 @dataclass(frozen=True, slots=True)

@@ -77,6 +77,9 @@ class Backend(abc.ABC):
     mount_group_option: ClassVar[bool] = False
     #: Why a label is impossible, for the error a pod author reads.
     no_label_reason: ClassVar[str] = ""
+    #: Options a mount of this kind needs beside its label so that the labelled mount gets a
+    #: superblock of its own (NFS: nosharecache, CIFS: nosharesock); added when a label is asked.
+    label_extra_options: ClassVar[tuple[str, ...]] = ()
     #: The volume's data lives in the state directory (so its size must fit in its free space).
     stored_in_state_dir: ClassVar[bool] = True
 

@@ -69,6 +69,7 @@ class CIFSBackend(NetworkBackend):
     mount_type: ClassVar[str] = "cifs"
     fs_types: ClassVar[tuple[str, ...]] = ("cifs", "smb3")
     default_fs_type: ClassVar[str] = "cifs"
+    label_extra_options: ClassVar[tuple[str, ...]] = ("nosharesock",)
     mount_group_option: ClassVar[bool] = True
 
     def known_parameters(self) -> set[str]:

@@ -23,7 +23,7 @@ from typing import ClassVar
 from ..errors import Internal, InvalidArgument, Unavailable
 from ..models import HealthIssue, HealthStatus, Volume
 from ..mounts import MountError
-from ..selinux import check_plain_option, split_outside_quotes, with_filesystem_extras
+from ..selinux import check_option_list, with_label_extras
 from .base import Backend, StageRequest
 
 ON_DELETE = ("delete", "retain")
@@ -50,16 +50,9 @@ WORK_MOUNT_OPTIONS = ("nosuid", "nodev", "noexec")
 
 
 def check_mount_options(text: str) -> list[str]:
-    """The controller-side mountOptions parameter: comma-separated, checked option by option
-    with the policy of mount flags (check_plain_option), and no SELinux options."""
-    try:
-        pieces = split_outside_quotes(text)
-    except ValueError as exc:
-        raise InvalidArgument(f"parameter mountOptions is invalid: {exc}") from None
-    options = [o.strip() for o in pieces if o.strip()]
-    for option in options:
-        check_plain_option(option, "parameter mountOptions")
-    return options
+    """The controller-side mountOptions parameter: comma-separated (the SELinux package's one
+    splitter), checked option by option with the policy of mount flags, and no SELinux options."""
+    return check_option_list(text, "parameter mountOptions")
 
 
 class NetworkBackend(Backend, abc.ABC):
@@ -146,7 +139,7 @@ class NetworkBackend(Backend, abc.ABC):
 
     def stage(self, request: StageRequest) -> str:
         flags = request.flags
-        options = with_filesystem_extras(self.mount_type, flags.all_options(), flags.labelled)
+        options = with_label_extras(flags.all_options(), self.label_extra_options, flags.labelled)
         options += self.extra_options(request)
         if request.read_only and "ro" not in options:
             options.append("ro")

@@ -15,6 +15,7 @@ class NFSBackend(NetworkBackend):
     mount_type: ClassVar[str] = "nfs"
     fs_types: ClassVar[tuple[str, ...]] = ("nfs", "nfs4")
     default_fs_type: ClassVar[str] = "nfs"
+    label_extra_options: ClassVar[tuple[str, ...]] = ("nosharecache",)
 
     def known_parameters(self) -> set[str]:
         return super().known_parameters() | {"server", "share"}

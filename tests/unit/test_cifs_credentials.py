@@ -22,7 +22,7 @@ from csi_hostpath_selinux.backends.cifs import needs_password
 from csi_hostpath_selinux.errors import InvalidArgument
 from csi_hostpath_selinux.models import AccessType, Volume
 from csi_hostpath_selinux.mounts import FakeMounter, LinuxMounter
-from csi_hostpath_selinux.selinux import parse_mount_flags
+from csi_hostpath_selinux.selinux import InvalidMountFlags, parse_mount_flags
 
 SHARE = "//files.example/share"
 
@@ -150,7 +150,7 @@ def test_controller_share_mounts_never_allow_suid_dev_or_exec(backend: CIFSBacke
 
 @pytest.mark.parametrize("bad", ["remount", "bind", "helper=/bin/sh", "X-mount.mkdir", 'ro,"x"'])
 def test_mount_options_parameter_gets_the_mount_flag_policy(backend: CIFSBackend, bad: str) -> None:
-    with pytest.raises(InvalidArgument, match="parameter mountOptions"):
+    with pytest.raises(InvalidMountFlags, match="parameter mountOptions"):
         backend.check_parameters({"source": SHARE, "mountOptions": f"vers=3.0,{bad}"})
 
 

@@ -16,13 +16,13 @@ import pytest
 from csi_hostpath_selinux import mounting
 from csi_hostpath_selinux.backends import BACKENDS, Backend, BackendEnv
 from csi_hostpath_selinux.config import DriverConfig
-from csi_hostpath_selinux.errors import AlreadyExists, FailedPrecondition, InvalidArgument
+from csi_hostpath_selinux.errors import AlreadyExists, FailedPrecondition
 from csi_hostpath_selinux.locks import OperationLocks
 from csi_hostpath_selinux.metrics import Metrics
 from csi_hostpath_selinux.models import AccessMode, AccessType, Capability, Volume
 from csi_hostpath_selinux.mounting import NodeVolumes, PublishArgs, StageArgs
 from csi_hostpath_selinux.mounts import FakeMounter, MountEntry
-from csi_hostpath_selinux.selinux import SELinuxSupport, label_from_super_options
+from csi_hostpath_selinux.selinux import InvalidMountFlags, SELinuxSupport, label_from_super_options
 from csi_hostpath_selinux.state import Catalog
 
 L1 = "system_u:object_r:container_file_t:s0:c1,c2"
@@ -216,7 +216,7 @@ def test_storage_class_label_equal_to_the_pods_is_mounted_once(world: World, pod
 
 def test_storage_class_label_other_than_the_pods_is_refused_before_mounting(world: World) -> None:
     vol = world.volume("nfs", server="nfs.example", share="/srv")
-    with pytest.raises(InvalidArgument) as info:
+    with pytest.raises(InvalidMountFlags) as info:
         stage_with_flags(world, vol, (f"context={L1}", f'context="{L2}"'))
     assert f'context="{L1}", given first' in info.value.message
     assert f'context="{L2}", given last' in info.value.message
