@@ -7,6 +7,7 @@ import ast
 import subprocess
 import sys
 import textwrap
+import tomllib
 from pathlib import Path
 
 import grpc
@@ -112,3 +113,16 @@ def test_parse_errors_reach_the_caller_as_invalid_argument() -> None:
     status = status_of("NodeStageVolume", info.value)
     assert status.code is grpc.StatusCode.INVALID_ARGUMENT
     assert "3 field" in status.message
+
+
+def test_the_wheel_ships_the_package() -> None:
+    """pyproject.toml lists packages by name: a package missing there is missing from the wheel
+    and the image (the VM suite and the container run the wheel, not the source tree)."""
+    root = PACKAGE_DIR.parent.parent
+    listed = tomllib.loads((root / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"]
+    assert "csi_hostpath_selinux.selinux" in listed
+    on_disk = {
+        ".".join(init.parent.relative_to(root).parts)
+        for init in (root / "csi_hostpath_selinux").rglob("__init__.py")
+    }
+    assert on_disk <= set(listed), f"not in pyproject.toml: {sorted(on_disk - set(listed))}"
