@@ -1,5 +1,5 @@
 """SELinux for a CSI driver, in one package a vendor can lift whole: it imports neither gRPC nor
-anything else of this driver (tests/unit/selinux/test_package_boundary.py checks that).
+anything else of this driver (tests/unit/test_selinux_package.py checks that).
 
 - ``labels``: the label grammar (``SELinuxLabel``, MLS levels, the kernel's canonical form).
 - ``split``: the one splitter of comma-joined options (commas inside double quotes do not split).

@@ -93,6 +93,8 @@ def show(text: str, limit: int = 80) -> str:
 
 
 def check_entry_text(entry: str) -> None:
+    """Refuse (ValueError) an entry that is empty, too long, holds a control character or reads
+    as a command-line switch."""
     if not entry:
         raise ValueError("it is empty")
     if len(entry.encode("utf-8", "surrogatepass")) > MAX_MOUNT_OPTIONS_LENGTH:
@@ -107,6 +109,8 @@ def check_entry_text(entry: str) -> None:
 
 
 def check_plain_piece(piece: str, key: str, source: str = "mount flags") -> None:
+    """Refuse (ValueError) one plain option (key is its name): empty, padded, nameless, a
+    SELinux option in the wrong case, or a forbidden option (source names where it came from)."""
     if not piece:
         raise ValueError("it has an empty option between commas")
     if piece != piece.strip():
