@@ -10,6 +10,7 @@ import os
 import re
 import signal
 import time
+from functools import partial
 from pathlib import Path
 
 import pytest
@@ -199,6 +200,10 @@ def test_volume_stats_in_kubelet_metrics(cluster: Cluster, deployed: Deployment)
         assert seen["kubelet_volume_stats_inodes_used"] > 0, seen
 
 
+def pv_gone(cluster: Cluster, name: str) -> bool:
+    return cluster.kubectl("get", "pv", name, check=False).returncode != 0
+
+
 def driver_pod(cluster: Cluster) -> dict:  # type: ignore[type-arg]
     pods = cluster.kubectl_json("-n", NAMESPACE, "get", "pods")["items"]
     assert len(pods) == 1, [p["metadata"]["name"] for p in pods]
@@ -282,11 +287,7 @@ def test_driver_killed_and_replaced_while_pods_use_volumes(
         kube.delete("pod/check-a", "pvc/a", "pvc/b", "pvc/c")
         for pv in pvs:
             name = pv["metadata"]["name"]
-            kube.wait(
-                f"PV {name} deleted",
-                lambda n=name: cluster.kubectl("get", "pv", n, check=False).returncode != 0,
-                60,
-            )
+            kube.wait(f"PV {name} deleted", partial(pv_gone, cluster, name), 60)
             assert node_traces(cluster, pv["spec"]["csi"]["volumeHandle"], name) == []
 
 

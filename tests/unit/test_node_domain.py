@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 import pytest
 
@@ -92,8 +93,27 @@ def world(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[World]:
     catalog.close()
 
 
-def helper_calls(fake: FakeMounter) -> list[tuple[object, ...]]:
-    return [args for method, args in fake.calls if method == "mount_helper"]
+class HelperCall(NamedTuple):
+    """One FakeMounter.mount_helper call, as the fake records it (mounts.py)."""
+
+    source: str
+    target: str
+    fs_type: str
+    options: tuple[str, ...]
+    env: dict[str, str]
+
+
+def helper_calls(fake: FakeMounter) -> list[HelperCall]:
+    calls = []
+    for method, args in fake.calls:
+        if method != "mount_helper":
+            continue
+        source, target, fs_type, options, env = args
+        assert isinstance(source, str) and isinstance(target, str) and isinstance(fs_type, str)
+        assert isinstance(options, tuple) and all(isinstance(o, str) for o in options)
+        assert isinstance(env, dict)
+        calls.append(HelperCall(source, target, fs_type, options, env))
+    return calls
 
 
 def test_labelled_nfs_mount_gets_nosharecache_and_the_whole_quoted_label(world: World) -> None:
