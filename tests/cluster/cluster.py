@@ -34,6 +34,7 @@ import uuid
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from tests.cluster.manifest import Components, Image
 from tests.cluster.pki import Pki
@@ -223,8 +224,10 @@ class Cluster:
             )
         return proc
 
-    def kubectl_json(self, *args: str) -> dict:  # type: ignore[type-arg]
-        return json.loads(self.kubectl(*args, "-o", "json").stdout)  # type: ignore[no-any-return]
+    def kubectl_json(self, *args: str) -> dict[str, Any]:
+        found = json.loads(self.kubectl(*args, "-o", "json").stdout)
+        assert isinstance(found, dict), found
+        return found
 
     # --- start ----------------------------------------------------------------------------
 

@@ -12,6 +12,7 @@ import signal
 import time
 from functools import partial
 from pathlib import Path
+from typing import Any
 
 import pytest
 import yaml
@@ -52,7 +53,7 @@ def node_traces(cluster: Cluster, volume_id: str, pv_name: str) -> list[str]:
     return traces
 
 
-def bound_pv(kube: Kube, claim: str) -> dict:  # type: ignore[type-arg]
+def bound_pv(kube: Kube, claim: str) -> dict[str, Any]:
     kube.wait(
         f"PVC {claim} Bound",
         lambda: kube.get("pvc", claim)["status"].get("phase") == "Bound",
@@ -204,10 +205,12 @@ def pv_gone(cluster: Cluster, name: str) -> bool:
     return cluster.kubectl("get", "pv", name, check=False).returncode != 0
 
 
-def driver_pod(cluster: Cluster) -> dict:  # type: ignore[type-arg]
+def driver_pod(cluster: Cluster) -> dict[str, Any]:
     pods = cluster.kubectl_json("-n", NAMESPACE, "get", "pods")["items"]
     assert len(pods) == 1, [p["metadata"]["name"] for p in pods]
-    return pods[0]  # type: ignore[no-any-return]
+    pod = pods[0]
+    assert isinstance(pod, dict), pod
+    return pod
 
 
 def driver_restarts(cluster: Cluster) -> int:

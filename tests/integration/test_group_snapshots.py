@@ -11,7 +11,8 @@ from __future__ import annotations
 import errno
 import fcntl
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from functools import partial
 from pathlib import Path
 
 import grpc
@@ -83,9 +84,9 @@ def from_snapshot(
     return request
 
 
-def code_of(call: object) -> grpc.StatusCode:
+def code_of(call: Callable[[], object]) -> grpc.StatusCode:
     with pytest.raises(grpc.RpcError) as info:
-        call()  # type: ignore[operator]
+        call()
     return info.value.code()
 
 
@@ -193,9 +194,7 @@ def test_group_snapshot_of_two_mounted_volumes(csi: Clients, driver: DriverProce
     groups.DeleteVolumeGroupSnapshot(delete)
     for snap_id in snap_ids:
         assert (
-            code_of(
-                lambda s=snap_id: csi.controller.GetSnapshot(pb.GetSnapshotRequest(snapshot_id=s))
-            )
+            code_of(partial(csi.controller.GetSnapshot, pb.GetSnapshotRequest(snapshot_id=snap_id)))
             == grpc.StatusCode.NOT_FOUND
         )
     assert not list((driver.state_dir / "snapshots").iterdir())
@@ -277,7 +276,7 @@ def test_request_validation(csi: Clients, driver: DriverProcess) -> None:
     ]
     for request in invalid:
         assert (
-            code_of(lambda r=request: groups.CreateVolumeGroupSnapshot(r))
+            code_of(partial(groups.CreateVolumeGroupSnapshot, request))
             == grpc.StatusCode.INVALID_ARGUMENT
         )
     missing = "group-" + "0" * 32

@@ -10,7 +10,6 @@ from __future__ import annotations
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import NamedTuple
 
 import pytest
 
@@ -25,6 +24,7 @@ from csi_hostpath_selinux.mounting import NodeVolumes, PublishArgs, StageArgs
 from csi_hostpath_selinux.mounts import FakeMounter, MountEntry
 from csi_hostpath_selinux.selinux import SELinuxSupport, label_from_super_options
 from csi_hostpath_selinux.state import Catalog
+from tests.support.fake_calls import helper_calls
 
 L1 = "system_u:object_r:container_file_t:s0:c1,c2"
 L2 = "system_u:object_r:container_file_t:s0:c3,c4"
@@ -91,29 +91,6 @@ def world(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[World]:
     monkeypatch.setattr(mounting, "verify_mounted_label", fake_verify)
     yield World(node, fake, catalog, kubelet, support, metrics)
     catalog.close()
-
-
-class HelperCall(NamedTuple):
-    """One FakeMounter.mount_helper call, as the fake records it (mounts.py)."""
-
-    source: str
-    target: str
-    fs_type: str
-    options: tuple[str, ...]
-    env: dict[str, str]
-
-
-def helper_calls(fake: FakeMounter) -> list[HelperCall]:
-    calls = []
-    for method, args in fake.calls:
-        if method != "mount_helper":
-            continue
-        source, target, fs_type, options, env = args
-        assert isinstance(source, str) and isinstance(target, str) and isinstance(fs_type, str)
-        assert isinstance(options, tuple) and all(isinstance(o, str) for o in options)
-        assert isinstance(env, dict)
-        calls.append(HelperCall(source, target, fs_type, options, env))
-    return calls
 
 
 def test_labelled_nfs_mount_gets_nosharecache_and_the_whole_quoted_label(world: World) -> None:
