@@ -1,11 +1,12 @@
 """Node preflight: what SELinux and mount support the driver has here, in plain words.
 
 What counts as missing (doctor's exit status 1): something that keeps an expected feature from
-working. The driver cannot know which StorageClasses a cluster uses, so the operator names the
-features this node must serve with `doctor --expect` (default: ext4, the default StorageClass's
-kind); a tool only an unexpected feature needs is reported, not counted. A host with SELinux that
-the driver cannot see (selinuxfs hidden or read-only, /etc/selinux/config missing) always counts:
-labelled NFS and CIFS mounts would be refused there.
+working. By default every feature the driver serves is expected: the driver offers every kind and
+fsType to any StorageClass, so a node that cannot stage one of them fails that StorageClass's pods.
+An operator whose StorageClasses use fewer names those with `doctor --expect`; a tool only an
+unexpected feature needs is then reported, not counted. A host with SELinux that the driver cannot
+see (selinuxfs hidden or read-only, /etc/selinux/config missing) always counts: labelled NFS and
+CIFS mounts would be refused there.
 """
 
 from __future__ import annotations
@@ -36,8 +37,8 @@ FEATURES: dict[str, Feature] = {
     "nfs": Feature("NFS volumes", ("mount", "mount.nfs"), False),
     "cifs": Feature("CIFS volumes", ("mount", "mount.cifs"), False),
 }
-#: What a node must serve unless told otherwise: the default StorageClass's volumes.
-DEFAULT_EXPECTED = ("ext4",)
+#: What a node must serve unless told otherwise: everything the driver offers.
+DEFAULT_EXPECTED = tuple(FEATURES)
 LOOP_CONTROL = "/dev/loop-control"
 
 

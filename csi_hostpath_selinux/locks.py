@@ -32,7 +32,3 @@ class OperationLocks:
         finally:
             with self._mutex:
                 self._busy -= wanted
-
-    def busy(self) -> set[str]:
-        with self._mutex:
-            return set(self._busy)

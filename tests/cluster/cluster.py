@@ -31,9 +31,10 @@ import tempfile
 import threading
 import time
 import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from tests.cluster.manifest import Components, Image
 from tests.cluster.pki import Pki
@@ -223,8 +224,10 @@ class Cluster:
             )
         return proc
 
-    def kubectl_json(self, *args: str) -> dict:  # type: ignore[type-arg]
-        return json.loads(self.kubectl(*args, "-o", "json").stdout)  # type: ignore[no-any-return]
+    def kubectl_json(self, *args: str) -> dict[str, Any]:
+        found = json.loads(self.kubectl(*args, "-o", "json").stdout)
+        assert isinstance(found, dict), found
+        return found
 
     # --- start ----------------------------------------------------------------------------
 
@@ -525,7 +528,9 @@ class Cluster:
             ],
         )
 
-    def _wait(self, what: str, check, timeout: float, proc_names: Sequence[str] = ()) -> None:  # type: ignore[no-untyped-def]
+    def _wait(
+        self, what: str, check: Callable[[], object], timeout: float, proc_names: Sequence[str] = ()
+    ) -> None:
         deadline = time.monotonic() + timeout
         while True:
             if check():
@@ -679,31 +684,34 @@ disabled_plugins = ["io.containerd.internal.v1.opt", "io.containerd.snapshotter.
         archives = sorted({str(i.archive) for i in images}, key=lambda a: -os.path.getsize(a))
         # One ctr per archive, two at a time (two cores).
         pending = list(archives)
-        running: list[subprocess.Popen[bytes]] = []
+        running: list[tuple[str, subprocess.Popen[bytes]]] = []
         while pending or running:
             while pending and len(running) < 2:
                 archive = pending.pop(0)
                 running.append(
-                    subprocess.Popen(
-                        [
-                            *self.nsenter(),
-                            self.components.binary("ctr"),
-                            "--address",
-                            "/run/containerd/containerd.sock",
-                            "-n",
-                            "k8s.io",
-                            "images",
-                            "import",
-                            archive,
-                        ],
-                        stdout=subprocess.DEVNULL,
-                        stderr=subprocess.PIPE,
+                    (
+                        archive,
+                        subprocess.Popen(
+                            [
+                                *self.nsenter(),
+                                self.components.binary("ctr"),
+                                "--address",
+                                "/run/containerd/containerd.sock",
+                                "-n",
+                                "k8s.io",
+                                "images",
+                                "import",
+                                archive,
+                            ],
+                            stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE,
+                        ),
                     )
                 )
-            done = running.pop(0)
+            archive, done = running.pop(0)
             _, err = done.communicate(timeout=600)
             if done.returncode != 0:
-                raise RuntimeError(f"ctr images import {done.args[-1]}: {err.decode().strip()}")
+                raise RuntimeError(f"ctr images import {archive}: {err.decode().strip()}")
 
     def _start_kubelet(self) -> None:
         config = self.root / "kubelet.yaml"

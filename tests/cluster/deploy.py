@@ -14,6 +14,7 @@ import os
 import subprocess
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -116,7 +117,12 @@ def apply(cluster: Cluster, objects: list[dict[str, Any]], name: str) -> Path:
     return path
 
 
-def wait_for(what: str, check, timeout: float, on_timeout=lambda: "") -> None:  # type: ignore[no-untyped-def]
+def wait_for(
+    what: str,
+    check: Callable[[], object],
+    timeout: float,
+    on_timeout: Callable[[], str] = lambda: "",
+) -> None:
     deadline = time.monotonic() + timeout
     while not check():
         if time.monotonic() > deadline:

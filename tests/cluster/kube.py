@@ -31,7 +31,9 @@ class Kube:
 
     def get(self, kind: str, name: str = "") -> Obj:
         args = ["get", kind] + ([name] if name else [])
-        return json.loads(self.kubectl(*args, "-o", "json"))  # type: ignore[no-any-return]
+        found = json.loads(self.kubectl(*args, "-o", "json"))
+        assert isinstance(found, dict), found
+        return found
 
     def events(self, name: str = "") -> str:
         args = ["get", "events", "--sort-by=.lastTimestamp"]

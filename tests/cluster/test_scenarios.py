@@ -10,7 +10,9 @@ import os
 import re
 import signal
 import time
+from functools import partial
 from pathlib import Path
+from typing import Any
 
 import pytest
 import yaml
@@ -51,7 +53,7 @@ def node_traces(cluster: Cluster, volume_id: str, pv_name: str) -> list[str]:
     return traces
 
 
-def bound_pv(kube: Kube, claim: str) -> dict:  # type: ignore[type-arg]
+def bound_pv(kube: Kube, claim: str) -> dict[str, Any]:
     kube.wait(
         f"PVC {claim} Bound",
         lambda: kube.get("pvc", claim)["status"].get("phase") == "Bound",
@@ -199,10 +201,16 @@ def test_volume_stats_in_kubelet_metrics(cluster: Cluster, deployed: Deployment)
         assert seen["kubelet_volume_stats_inodes_used"] > 0, seen
 
 
-def driver_pod(cluster: Cluster) -> dict:  # type: ignore[type-arg]
+def pv_gone(cluster: Cluster, name: str) -> bool:
+    return cluster.kubectl("get", "pv", name, check=False).returncode != 0
+
+
+def driver_pod(cluster: Cluster) -> dict[str, Any]:
     pods = cluster.kubectl_json("-n", NAMESPACE, "get", "pods")["items"]
     assert len(pods) == 1, [p["metadata"]["name"] for p in pods]
-    return pods[0]  # type: ignore[no-any-return]
+    pod = pods[0]
+    assert isinstance(pod, dict), pod
+    return pod
 
 
 def driver_restarts(cluster: Cluster) -> int:
@@ -282,11 +290,7 @@ def test_driver_killed_and_replaced_while_pods_use_volumes(
         kube.delete("pod/check-a", "pvc/a", "pvc/b", "pvc/c")
         for pv in pvs:
             name = pv["metadata"]["name"]
-            kube.wait(
-                f"PV {name} deleted",
-                lambda n=name: cluster.kubectl("get", "pv", n, check=False).returncode != 0,
-                60,
-            )
+            kube.wait(f"PV {name} deleted", partial(pv_gone, cluster, name), 60)
             assert node_traces(cluster, pv["spec"]["csi"]["volumeHandle"], name) == []
 
 

@@ -31,15 +31,11 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any
 
+# Both come with the package's [test] extra (pyproject.toml), which scripts/bootstrap installs.
+import jsonschema
+import kubernetes_validate
 import pytest
 import yaml
-
-try:  # installed by scripts/install.d/60-deploy.sh; make_validator reports a missing one
-    import jsonschema
-    import kubernetes_validate
-except ImportError:
-    jsonschema = None
-    kubernetes_validate = None
 
 REPO = Path(__file__).resolve().parents[2]
 DEPLOY = REPO / "deploy"
@@ -189,8 +185,6 @@ class Validator:
 
 
 def make_validator() -> Validator:
-    if kubernetes_validate is None or jsonschema is None:
-        pytest.fail(f"kubernetes-validate is not installed; {INSTALL_HINT}", pytrace=False)
     return Validator(load_crd_schemas())
 
 

@@ -241,4 +241,5 @@ def pb_class(desc: Descriptor) -> type[Message]:
     obj: Any = pb
     for name in names:
         obj = getattr(obj, name)
-    return obj  # type: ignore[no-any-return]
+    assert isinstance(obj, type) and issubclass(obj, Message), desc.full_name
+    return obj

@@ -7,7 +7,7 @@ disk may change (the staging and target paths stay absent, nothing new is mounte
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -17,7 +17,16 @@ import pytest
 from csi_hostpath_selinux._proto import csi_pb2 as pb
 from csi_hostpath_selinux.mounts import read_mountinfo
 from tests.support.driver import Clients, DriverProcess
-from tests.support.requests import GIB, L1, L2, MIB, context_flag, create, mount_cap
+from tests.support.requests import (
+    GIB,
+    L1,
+    L2,
+    MIB,
+    AccessModeValue,
+    context_flag,
+    create,
+    mount_cap,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -63,23 +72,32 @@ def publish(env: Env, target: str, staging: str = "") -> object:
     )
 
 
-def create_req(**changes: object) -> pb.CreateVolumeRequest:
+def create_req(
+    *,
+    name: str | None = None,
+    params: Mapping[str, str] | None = None,
+    mode: AccessModeValue | None = None,
+    fs: str | None = None,
+    required: int | None = None,
+    limit: int | None = None,
+    requisite_node: str | None = None,
+) -> pb.CreateVolumeRequest:
+    """A valid CreateVolume request for an ext4 volume with the fields given changed."""
     req = create("pvc-bad", mount_cap("ext4"))
-    for key, value in changes.items():
-        if key == "params":
-            req.parameters.update(value)  # type: ignore[arg-type]
-        elif key == "mode":
-            req.volume_capabilities[0].access_mode.mode = value  # type: ignore[assignment]
-        elif key == "fs":
-            req.volume_capabilities[0].mount.fs_type = value  # type: ignore[assignment]
-        elif key == "required":
-            req.capacity_range.required_bytes = value  # type: ignore[assignment]
-        elif key == "limit":
-            req.capacity_range.limit_bytes = value  # type: ignore[assignment]
-        elif key == "requisite_node":
-            req.accessibility_requirements.requisite.add().segments[TOPOLOGY_KEY] = str(value)
-        else:
-            setattr(req, key, value)
+    if name is not None:
+        req.name = name
+    if params is not None:
+        req.parameters.update(params)
+    if mode is not None:
+        req.volume_capabilities[0].access_mode.mode = mode
+    if fs is not None:
+        req.volume_capabilities[0].mount.fs_type = fs
+    if required is not None:
+        req.capacity_range.required_bytes = required
+    if limit is not None:
+        req.capacity_range.limit_bytes = limit
+    if requisite_node is not None:
+        req.accessibility_requirements.requisite.add().segments[TOPOLOGY_KEY] = requisite_node
     return req
 
 

@@ -207,9 +207,9 @@ def test_legacy_ioctls_when_loop_configure_is_missing(
     calls: list[str] = []
     real_legacy = loopdev._configure_legacy
 
-    def legacy(*args: object) -> None:
+    def legacy(dev_fd: int, backing_fd: int, backing_file: str, flags: int) -> None:
         calls.append("legacy")
-        real_legacy(*args)  # type: ignore[arg-type]
+        real_legacy(dev_fd, backing_fd, backing_file, flags)
 
     # An ioctl number the loop driver does not know answers like a pre-5.8 kernel.
     monkeypatch.setattr(loopdev, "LOOP_CONFIGURE", 0x4C7F)

@@ -8,6 +8,7 @@ import signal
 import socket
 import stat
 import urllib.request
+from collections.abc import Callable
 from pathlib import Path
 
 import grpc
@@ -63,9 +64,9 @@ def teardown(csi: Clients, vol_id: str, staging: str, *targets: str) -> None:
     csi.controller.DeleteVolume(pb.DeleteVolumeRequest(volume_id=vol_id))
 
 
-def code_of(call: object) -> tuple[grpc.StatusCode, str]:
+def code_of(call: Callable[[], object]) -> tuple[grpc.StatusCode, str]:
     with pytest.raises(grpc.RpcError) as info:
-        call()  # type: ignore[operator]
+        call()
     return info.value.code(), info.value.details() or ""
 
 

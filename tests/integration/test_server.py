@@ -55,7 +55,9 @@ def test_in_flight_calls_finish_during_a_graceful_stop(tmp_path: Path) -> None:
                 volume_capabilities=[
                     pb.VolumeCapability(
                         mount=pb.VolumeCapability.MountVolume(fs_type="xfs"),
-                        access_mode=pb.VolumeCapability.AccessMode(mode=1),
+                        access_mode=pb.VolumeCapability.AccessMode(
+                            mode=pb.VolumeCapability.AccessMode.SINGLE_NODE_WRITER
+                        ),
                     )
                 ],
             )

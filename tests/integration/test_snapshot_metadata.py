@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import itertools
 import os
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -114,9 +114,9 @@ def blocks(*spans: tuple[int, int]) -> list[tuple[int, int]]:
     return [(first * BLOCK, count * BLOCK) for first, count in spans]
 
 
-def code_of(call: object) -> tuple[grpc.StatusCode, str]:
+def code_of(call: Callable[[], object]) -> tuple[grpc.StatusCode, str]:
     with pytest.raises(grpc.RpcError) as info:
-        call()  # type: ignore[operator]
+        call()
     return info.value.code(), info.value.details() or ""
 
 
@@ -207,11 +207,23 @@ def test_errors(volume: BlockVolume, metadata: rpc.SnapshotMetadataStub, csi: Cl
     ).snapshot.snapshot_id
     missing = "snap-" + "0" * 32
 
-    def allocated(**fields: object) -> object:
-        return lambda: list(metadata.GetMetadataAllocated(pb.GetMetadataAllocatedRequest(**fields)))  # type: ignore[arg-type]
+    def allocated(
+        snapshot_id: str = "", starting_offset: int = 0, max_results: int = 0
+    ) -> Callable[[], object]:
+        request = pb.GetMetadataAllocatedRequest(
+            snapshot_id=snapshot_id, starting_offset=starting_offset, max_results=max_results
+        )
+        return lambda: list(metadata.GetMetadataAllocated(request))
 
-    def delta(**fields: object) -> object:
-        return lambda: list(metadata.GetMetadataDelta(pb.GetMetadataDeltaRequest(**fields)))  # type: ignore[arg-type]
+    def delta(
+        base_snapshot_id: str = "", target_snapshot_id: str = "", starting_offset: int = 0
+    ) -> Callable[[], object]:
+        request = pb.GetMetadataDeltaRequest(
+            base_snapshot_id=base_snapshot_id,
+            target_snapshot_id=target_snapshot_id,
+            starting_offset=starting_offset,
+        )
+        return lambda: list(metadata.GetMetadataDelta(request))
 
     cases = [
         (allocated(), grpc.StatusCode.INVALID_ARGUMENT, "snapshot_id is required"),

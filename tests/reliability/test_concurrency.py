@@ -8,6 +8,7 @@ import subprocess
 import threading
 from collections import Counter
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 
 import grpc
@@ -177,10 +178,10 @@ def test_concurrent_unstage_with_publish_keeps_the_node_consistent(node: Node) -
     calls: list[Callable[[], object]] = []
     for s in stubs:
         calls += [
-            lambda s=s: s.node.NodeStageVolume(stage_req),
-            lambda s=s: s.node.NodePublishVolume(pub_req),
-            lambda s=s: s.node.NodeUnpublishVolume(unpub_req),
-            lambda s=s: s.node.NodeUnstageVolume(unstage_req),
+            partial(s.node.NodeStageVolume, stage_req),
+            partial(s.node.NodePublishVolume, pub_req),
+            partial(s.node.NodeUnpublishVolume, unpub_req),
+            partial(s.node.NodeUnstageVolume, unstage_req),
         ]
     with MountWatch([target, staging]) as watch:
         codes = storm(node, calls, threads=len(stubs), rounds=40, seed=99)

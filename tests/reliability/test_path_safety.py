@@ -16,6 +16,7 @@ import subprocess
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
+from functools import partial
 from pathlib import Path
 
 import grpc
@@ -147,28 +148,31 @@ def test_bad_target_paths_are_invalid_argument(
     answers = {}
     for path in bad_paths(node, decoy):
         answers[repr(path)[:80], "publish"] = code_of(
-            lambda path=path: node.csi.node.NodePublishVolume(
+            partial(
+                node.csi.node.NodePublishVolume,
                 pb.NodePublishVolumeRequest(
                     volume_id=vol_id,
                     staging_target_path=staging,
                     target_path=path,
                     volume_capability=cap,
-                )
+                ),
             )
         )
         answers[repr(path)[:80], "unpublish"] = code_of(
-            lambda path=path: node.csi.node.NodeUnpublishVolume(
-                pb.NodeUnpublishVolumeRequest(volume_id=vol_id, target_path=path)
+            partial(
+                node.csi.node.NodeUnpublishVolume,
+                pb.NodeUnpublishVolumeRequest(volume_id=vol_id, target_path=path),
             )
         )
         answers[repr(path)[:80], "publish with it as staging"] = code_of(
-            lambda path=path: node.csi.node.NodePublishVolume(
+            partial(
+                node.csi.node.NodePublishVolume,
                 pb.NodePublishVolumeRequest(
                     volume_id=vol_id,
                     staging_target_path=path,
                     target_path=node.target("paths"),
                     volume_capability=cap,
-                )
+                ),
             )
         )
     wrong = {k: v.name for k, v in answers.items() if v != INVALID}
@@ -181,15 +185,17 @@ def test_bad_staging_paths_are_invalid_argument(node: Node, decoy: Path) -> None
     answers = {}
     for path in bad_paths(node, decoy):
         answers[repr(path)[:80], "stage"] = code_of(
-            lambda path=path: node.csi.node.NodeStageVolume(
+            partial(
+                node.csi.node.NodeStageVolume,
                 pb.NodeStageVolumeRequest(
                     volume_id=vol.volume_id, staging_target_path=path, volume_capability=cap
-                )
+                ),
             )
         )
         answers[repr(path)[:80], "unstage"] = code_of(
-            lambda path=path: node.csi.node.NodeUnstageVolume(
-                pb.NodeUnstageVolumeRequest(volume_id=vol.volume_id, staging_target_path=path)
+            partial(
+                node.csi.node.NodeUnstageVolume,
+                pb.NodeUnstageVolumeRequest(volume_id=vol.volume_id, staging_target_path=path),
             )
         )
     wrong = {k: v.name for k, v in answers.items() if v != INVALID}
@@ -203,13 +209,15 @@ def test_bad_volume_paths_of_stats_and_expand_touch_nothing(
     vol_id, _, _ = staged
     for path in bad_paths(node, decoy):
         stats = code_of(
-            lambda path=path: node.csi.node.NodeGetVolumeStats(
-                pb.NodeGetVolumeStatsRequest(volume_id=vol_id, volume_path=path)
+            partial(
+                node.csi.node.NodeGetVolumeStats,
+                pb.NodeGetVolumeStatsRequest(volume_id=vol_id, volume_path=path),
             )
         )
         expand = code_of(
-            lambda path=path: node.csi.node.NodeExpandVolume(
-                pb.NodeExpandVolumeRequest(volume_id=vol_id, volume_path=path)
+            partial(
+                node.csi.node.NodeExpandVolume,
+                pb.NodeExpandVolumeRequest(volume_id=vol_id, volume_path=path),
             )
         )
         assert stats in (INVALID, NOT_FOUND), (path, stats)
@@ -525,63 +533,71 @@ def test_traversal_ids_are_refused_and_touch_nothing(node: Node) -> None:
         vsrc = pb.VolumeContentSource()
         vsrc.volume.volume_id = bad
         calls: dict[str, Callable[[], object]] = {
-            "DeleteVolume": lambda bad=bad: c.DeleteVolume(pb.DeleteVolumeRequest(volume_id=bad)),
-            "DeleteSnapshot": lambda bad=bad: c.DeleteSnapshot(
-                pb.DeleteSnapshotRequest(snapshot_id=bad)
+            "DeleteVolume": partial(c.DeleteVolume, pb.DeleteVolumeRequest(volume_id=bad)),
+            "DeleteSnapshot": partial(c.DeleteSnapshot, pb.DeleteSnapshotRequest(snapshot_id=bad)),
+            "ControllerGetVolume": partial(
+                c.ControllerGetVolume, pb.ControllerGetVolumeRequest(volume_id=bad)
             ),
-            "ControllerGetVolume": lambda bad=bad: c.ControllerGetVolume(
-                pb.ControllerGetVolumeRequest(volume_id=bad)
-            ),
-            "ControllerExpandVolume": lambda bad=bad: c.ControllerExpandVolume(
+            "ControllerExpandVolume": partial(
+                c.ControllerExpandVolume,
                 pb.ControllerExpandVolumeRequest(
                     volume_id=bad, capacity_range=pb.CapacityRange(required_bytes=1 << 30)
-                )
+                ),
             ),
-            "ValidateVolumeCapabilities": lambda bad=bad: c.ValidateVolumeCapabilities(
-                pb.ValidateVolumeCapabilitiesRequest(volume_id=bad, volume_capabilities=[cap])
+            "ValidateVolumeCapabilities": partial(
+                c.ValidateVolumeCapabilities,
+                pb.ValidateVolumeCapabilitiesRequest(volume_id=bad, volume_capabilities=[cap]),
             ),
-            "CreateSnapshot": lambda bad=bad: c.CreateSnapshot(
-                pb.CreateSnapshotRequest(name=f"s-{abs(hash(bad))}", source_volume_id=bad)
+            "CreateSnapshot": partial(
+                c.CreateSnapshot,
+                pb.CreateSnapshotRequest(name=f"s-{abs(hash(bad))}", source_volume_id=bad),
             ),
-            "GetSnapshot": lambda bad=bad: c.GetSnapshot(pb.GetSnapshotRequest(snapshot_id=bad)),
-            "CreateVolume from snapshot": lambda src=src, bad=bad: c.CreateVolume(
+            "GetSnapshot": partial(c.GetSnapshot, pb.GetSnapshotRequest(snapshot_id=bad)),
+            "CreateVolume from snapshot": partial(
+                c.CreateVolume,
                 pb.CreateVolumeRequest(
                     name=f"v-{abs(hash(bad))}",
                     volume_capabilities=[cap],
                     volume_content_source=src,
-                )
+                ),
             ),
-            "CreateVolume from volume": lambda vsrc=vsrc, bad=bad: c.CreateVolume(
+            "CreateVolume from volume": partial(
+                c.CreateVolume,
                 pb.CreateVolumeRequest(
                     name=f"c-{abs(hash(bad))}",
                     volume_capabilities=[cap],
                     volume_content_source=vsrc,
-                )
+                ),
             ),
-            "NodeStageVolume": lambda bad=bad: n.NodeStageVolume(
+            "NodeStageVolume": partial(
+                n.NodeStageVolume,
                 pb.NodeStageVolumeRequest(
                     volume_id=bad, staging_target_path=staging, volume_capability=cap
-                )
+                ),
             ),
-            "NodePublishVolume": lambda bad=bad: n.NodePublishVolume(
+            "NodePublishVolume": partial(
+                n.NodePublishVolume,
                 pb.NodePublishVolumeRequest(
                     volume_id=bad,
                     staging_target_path=staging,
                     target_path=target,
                     volume_capability=cap,
-                )
+                ),
             ),
-            "NodeUnpublishVolume": lambda bad=bad: n.NodeUnpublishVolume(
-                pb.NodeUnpublishVolumeRequest(volume_id=bad, target_path=target)
+            "NodeUnpublishVolume": partial(
+                n.NodeUnpublishVolume,
+                pb.NodeUnpublishVolumeRequest(volume_id=bad, target_path=target),
             ),
-            "NodeUnstageVolume": lambda bad=bad: n.NodeUnstageVolume(
-                pb.NodeUnstageVolumeRequest(volume_id=bad, staging_target_path=staging)
+            "NodeUnstageVolume": partial(
+                n.NodeUnstageVolume,
+                pb.NodeUnstageVolumeRequest(volume_id=bad, staging_target_path=staging),
             ),
-            "NodeGetVolumeStats": lambda bad=bad: n.NodeGetVolumeStats(
-                pb.NodeGetVolumeStatsRequest(volume_id=bad, volume_path=target)
+            "NodeGetVolumeStats": partial(
+                n.NodeGetVolumeStats,
+                pb.NodeGetVolumeStatsRequest(volume_id=bad, volume_path=target),
             ),
-            "NodeExpandVolume": lambda bad=bad: n.NodeExpandVolume(
-                pb.NodeExpandVolumeRequest(volume_id=bad, volume_path=target)
+            "NodeExpandVolume": partial(
+                n.NodeExpandVolume, pb.NodeExpandVolumeRequest(volume_id=bad, volume_path=target)
             ),
         }
         for name, call in calls.items():
@@ -860,10 +876,11 @@ def test_stage_never_stacks_over_a_pods_mount(
     other = node.csi.controller.CreateVolume(create("pvc-stacker", cap)).volume
     for path in (target, str(Path(target) / "inside"), staging):
         code = code_of(
-            lambda path=path: node.csi.node.NodeStageVolume(
+            partial(
+                node.csi.node.NodeStageVolume,
                 pb.NodeStageVolumeRequest(
                     volume_id=other.volume_id, staging_target_path=path, volume_capability=cap
-                )
+                ),
             )
         )
         assert code == grpc.StatusCode.FAILED_PRECONDITION, (path, code)
@@ -911,17 +928,19 @@ def test_stats_expand_and_health_only_read_the_volumes_own_paths(
     elsewhere.mkdir(parents=True)
     for path in ("/proc", "/", str(elsewhere), "relative/path"):
         stats = code_of(
-            lambda path=path: node.csi.node.NodeGetVolumeStats(
-                pb.NodeGetVolumeStatsRequest(volume_id=vol_id, volume_path=path)
+            partial(
+                node.csi.node.NodeGetVolumeStats,
+                pb.NodeGetVolumeStatsRequest(volume_id=vol_id, volume_path=path),
             )
         )
         expand = code_of(
-            lambda path=path: node.csi.node.NodeExpandVolume(
+            partial(
+                node.csi.node.NodeExpandVolume,
                 pb.NodeExpandVolumeRequest(
                     volume_id=vol_id,
                     volume_path=path,
                     capacity_range=pb.CapacityRange(required_bytes=size * 2),
-                )
+                ),
             )
         )
         assert (stats, expand) == (NOT_FOUND, NOT_FOUND), path

@@ -120,8 +120,10 @@ def clients(channel: grpc.Channel) -> Clients:
 
 
 @contextlib.contextmanager
-def running_driver(root: Path, **kwargs: object) -> Iterator[DriverProcess]:
-    driver = DriverProcess(root, **kwargs)  # type: ignore[arg-type]
+def running_driver(
+    root: Path, node_id: str = DriverProcess.node_id, extra_args: Sequence[str] = ()
+) -> Iterator[DriverProcess]:
+    driver = DriverProcess(root, node_id, extra_args)
     try:
         driver.start()
         yield driver

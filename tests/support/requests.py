@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+from typing import TypeAlias
+
 from csi_hostpath_selinux._proto import csi_pb2 as pb
+
+# The type of an access mode in the generated stubs (an int NewType, so a bare int does not pass).
+AccessModeValue: TypeAlias = pb.VolumeCapability.AccessMode.Mode.ValueType
 
 GIB = 1024**3
 MIB = 1024**2
@@ -13,7 +18,7 @@ L2 = "system_u:object_r:container_file_t:s0:c3,c4"
 
 
 def mount_cap(
-    fs_type: str = "", flags: tuple[str, ...] = (), mode: int = RWO
+    fs_type: str = "", flags: tuple[str, ...] = (), mode: AccessModeValue = RWO
 ) -> pb.VolumeCapability:
     return pb.VolumeCapability(
         mount=pb.VolumeCapability.MountVolume(fs_type=fs_type, mount_flags=list(flags)),
@@ -21,7 +26,7 @@ def mount_cap(
     )
 
 
-def block_cap(mode: int = RWO) -> pb.VolumeCapability:
+def block_cap(mode: AccessModeValue = RWO) -> pb.VolumeCapability:
     return pb.VolumeCapability(
         block=pb.VolumeCapability.BlockVolume(),
         access_mode=pb.VolumeCapability.AccessMode(mode=mode),

@@ -23,6 +23,8 @@ from csi_hostpath_selinux.errors import InvalidArgument
 from csi_hostpath_selinux.models import AccessType, Volume
 from csi_hostpath_selinux.mounts import FakeMounter, LinuxMounter
 from csi_hostpath_selinux.selinux import InvalidMountFlags, parse_mount_flags
+from tests.support.fake_calls import HelperCall
+from tests.support.fake_calls import helper_calls as fake_helper_calls
 
 SHARE = "//files.example/share"
 
@@ -55,10 +57,10 @@ def backend(tmp_path: Path) -> CIFSBackend:
     return CIFSBackend(BackendEnv(tmp_path / "state", ShareMounter()))
 
 
-def helper_calls(backend: CIFSBackend) -> list[tuple[object, ...]]:
+def helper_calls(backend: CIFSBackend) -> list[HelperCall]:
     mounter = backend.env.mounter
     assert isinstance(mounter, FakeMounter)
-    return [args for method, args in mounter.calls if method == "mount_helper"]
+    return fake_helper_calls(mounter)
 
 
 def stage_request(backend: CIFSBackend, flags: list[str], secrets: dict[str, str]) -> StageRequest:
@@ -126,7 +128,7 @@ def test_shares_that_need_no_password_work_without_secrets(
     assert len(calls) == 3
     for _, _, fs_type, options, env in calls:
         assert fs_type == "cifs"
-        assert option in ",".join(options)  # type: ignore[arg-type]
+        assert option in ",".join(options)
         assert env == {}, "no credentials invented"
 
 
@@ -138,14 +140,14 @@ def test_retained_volume_is_deleted_without_secrets(backend: CIFSBackend) -> Non
 def test_secrets_still_go_to_the_environment(backend: CIFSBackend) -> None:
     backend.create(cifs_volume(), {"username": "u", "password": "p4ss"}, None)
     ((_, _, _, options, env),) = helper_calls(backend)
-    assert env["USER"] == "u" and env["PASSWD"] == "p4ss"  # type: ignore[index]
+    assert env["USER"] == "u" and env["PASSWD"] == "p4ss"
     assert "p4ss" not in str(options)
 
 
 def test_controller_share_mounts_never_allow_suid_dev_or_exec(backend: CIFSBackend) -> None:
     backend.create(cifs_volume(mountOptions="suid,dev,exec"), {"username": "u"}, None)
     ((_, _, _, options, _),) = helper_calls(backend)
-    assert list(options)[-3:] == ["nosuid", "nodev", "noexec"], "last, so they win"  # type: ignore[call-overload]
+    assert list(options)[-3:] == ["nosuid", "nodev", "noexec"], "last, so they win"
 
 
 @pytest.mark.parametrize("bad", ["remount", "bind", "helper=/bin/sh", "X-mount.mkdir", 'ro,"x"'])

@@ -24,6 +24,7 @@ from csi_hostpath_selinux.mounting import NodeVolumes, PublishArgs, StageArgs
 from csi_hostpath_selinux.mounts import FakeMounter, MountEntry
 from csi_hostpath_selinux.selinux import InvalidMountFlags, SELinuxSupport, label_from_super_options
 from csi_hostpath_selinux.state import Catalog
+from tests.support.fake_calls import helper_calls
 
 L1 = "system_u:object_r:container_file_t:s0:c1,c2"
 L2 = "system_u:object_r:container_file_t:s0:c3,c4"
@@ -90,10 +91,6 @@ def world(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[World]:
     monkeypatch.setattr(mounting, "verify_mounted_label", fake_verify)
     yield World(node, fake, catalog, kubelet, support, metrics)
     catalog.close()
-
-
-def helper_calls(fake: FakeMounter) -> list[tuple[object, ...]]:
-    return [args for method, args in fake.calls if method == "mount_helper"]
 
 
 def test_labelled_nfs_mount_gets_nosharecache_and_the_whole_quoted_label(world: World) -> None:

@@ -72,7 +72,9 @@ def test_stream_records_the_code_a_handler_aborted_with() -> None:
         yield from ()
 
     with pytest.raises(_Aborted):
-        list(interceptor.stream("GetMetadataAllocated", handler, pb.GetCapacityRequest(), context))  # type: ignore[arg-type]
+        request = pb.GetCapacityRequest()
+        # _Context stands in for grpc.ServicerContext with the two methods stream() calls.
+        list(interceptor.stream("GetMetadataAllocated", handler, request, context))  # type: ignore[arg-type]
     assert _count(metrics, "GetMetadataAllocated", "NOT_FOUND") == 1
     assert _count(metrics, "GetMetadataAllocated", "OK") == 0
 
@@ -87,7 +89,9 @@ def test_stream_maps_domain_errors_like_unary_calls() -> None:
         yield
 
     with pytest.raises(_Aborted):
-        list(interceptor.stream("GetMetadataDelta", handler, pb.GetCapacityRequest(), context))  # type: ignore[arg-type]
+        request = pb.GetCapacityRequest()
+        # _Context stands in for grpc.ServicerContext with the two methods stream() calls.
+        list(interceptor.stream("GetMetadataDelta", handler, request, context))  # type: ignore[arg-type]
     assert context.code() is grpc.StatusCode.NOT_FOUND
     assert context.details == "snapshot s does not exist"
     assert _count(metrics, "GetMetadataDelta", "NOT_FOUND") == 1

@@ -18,6 +18,10 @@ from pathlib import Path
 
 import grpc
 
+from csi_hostpath_selinux._proto import csi_pb2 as pb
+from csi_hostpath_selinux._proto import csi_pb2_grpc
+from csi_hostpath_selinux._proto.csi_pb2 import VolumeCapability
+
 L1 = "system_u:object_r:container_file_t:s0:c1,c2"
 L2 = "system_u:object_r:container_file_t:s0:c3,c4"
 KUBELET_DIR = "/var/lib/kubelet"
@@ -189,8 +193,6 @@ class Driver:
         log_path: str = DRIVER_LOG,
         wrapper: Sequence[str] = (),
     ) -> None:
-        from csi_hostpath_selinux._proto import csi_pb2_grpc  # noqa: PLC0415
-
         self.socket = socket
         self.state_dir = state_dir
         self.log_path = log_path
@@ -226,9 +228,7 @@ class Driver:
         self.identity = csi_pb2_grpc.IdentityStub(self.channel)
         self.controller = csi_pb2_grpc.ControllerStub(self.channel)
         self.node = csi_pb2_grpc.NodeStub(self.channel)
-        from csi_hostpath_selinux._proto import csi_pb2  # noqa: PLC0415
-
-        self.name = self.identity.GetPluginInfo(csi_pb2.GetPluginInfoRequest(), timeout=30).name
+        self.name = self.identity.GetPluginInfo(pb.GetPluginInfoRequest(), timeout=30).name
         print(f"driver {self.name} answers on {socket} (pid {self.process.pid})")
 
     @property
@@ -294,7 +294,7 @@ class Volume:
     volume_id: str
     pv_name: str
     context: dict[str, str]
-    capability: object
+    capability: VolumeCapability
     staging_path: str
     secrets: dict[str, str] = field(default_factory=dict)
     staged: bool = False
@@ -306,16 +306,12 @@ class Kubelet:
     """Calls a driver the way kubelet's CSI volume plugin does, and undoes it all at the end."""
 
     def __init__(self, driver: Driver) -> None:
-        from csi_hostpath_selinux._proto import csi_pb2  # noqa: PLC0415
-
-        self.pb = csi_pb2
         self.driver = driver
         self.volumes: list[Volume] = []
 
     # capabilities
 
-    def mount_capability(self, fs_type: str = "", flags: Sequence[str] = ()) -> object:
-        pb = self.pb
+    def mount_capability(self, fs_type: str = "", flags: Sequence[str] = ()) -> VolumeCapability:
         return pb.VolumeCapability(
             mount=pb.VolumeCapability.MountVolume(fs_type=fs_type, mount_flags=list(flags)),
             access_mode=pb.VolumeCapability.AccessMode(
@@ -323,8 +319,7 @@ class Kubelet:
             ),
         )
 
-    def block_capability(self) -> object:
-        pb = self.pb
+    def block_capability(self) -> VolumeCapability:
         return pb.VolumeCapability(
             block=pb.VolumeCapability.BlockVolume(),
             access_mode=pb.VolumeCapability.AccessMode(
@@ -332,9 +327,8 @@ class Kubelet:
             ),
         )
 
-    def with_flags(self, capability: object, flags: Sequence[str]) -> object:
+    def with_flags(self, capability: VolumeCapability, flags: Sequence[str]) -> VolumeCapability:
         """The capability as kubelet sends it to the node: the PV's mount options + context."""
-        pb = self.pb
         copy = pb.VolumeCapability()
         copy.CopyFrom(capability)
         if copy.HasField("mount"):
@@ -346,12 +340,11 @@ class Kubelet:
 
     def create(
         self,
-        capability: object,
+        capability: VolumeCapability,
         parameters: dict[str, str] | None = None,
         size: int = 64 * MiB,
         secrets: dict[str, str] | None = None,
     ) -> Volume:
-        pb = self.pb
         pv_name = f"pvc-{uuid.uuid4()}"
         response = self.driver.controller.CreateVolume(
             pb.CreateVolumeRequest(
@@ -365,7 +358,7 @@ class Kubelet:
         )
         volume_id = response.volume.volume_id
         digest = hashlib.sha256(volume_id.encode()).hexdigest()
-        if capability.HasField("block"):  # type: ignore[attr-defined]
+        if capability.HasField("block"):
             staging = f"{KUBELET_DIR}/plugins/kubernetes.io/csi/volumeDevices/staging/{pv_name}"
         else:
             staging = (
@@ -385,7 +378,7 @@ class Kubelet:
 
     def delete(self, volume: Volume) -> None:
         self.driver.controller.DeleteVolume(
-            self.pb.DeleteVolumeRequest(volume_id=volume.volume_id, secrets=volume.secrets),
+            pb.DeleteVolumeRequest(volume_id=volume.volume_id, secrets=volume.secrets),
             timeout=120,
         )
         volume.deleted = True
@@ -397,7 +390,7 @@ class Kubelet:
         """NodeStageVolume; kubelet creates the global mount directory first (MountDevice)."""
         os.makedirs(volume.staging_path, mode=0o750, exist_ok=True)
         self.driver.node.NodeStageVolume(
-            self.pb.NodeStageVolumeRequest(
+            pb.NodeStageVolumeRequest(
                 volume_id=volume.volume_id,
                 staging_target_path=volume.staging_path,
                 volume_capability=self.with_flags(volume.capability, flags),
@@ -411,7 +404,7 @@ class Kubelet:
 
     def unstage(self, volume: Volume) -> None:
         self.driver.node.NodeUnstageVolume(
-            self.pb.NodeUnstageVolumeRequest(
+            pb.NodeUnstageVolumeRequest(
                 volume_id=volume.volume_id, staging_target_path=volume.staging_path
             ),
             timeout=120,
@@ -422,7 +415,7 @@ class Kubelet:
     def target_for(self, volume: Volume) -> str:
         """A new pod's target path; kubelet creates its parent, the driver the target itself."""
         pod = uuid.uuid4()
-        if volume.capability.HasField("block"):  # type: ignore[attr-defined]
+        if volume.capability.HasField("block"):
             parent = (
                 f"{KUBELET_DIR}/plugins/kubernetes.io/csi/volumeDevices/publish/{volume.pv_name}"
             )
@@ -435,7 +428,7 @@ class Kubelet:
 
     def publish(self, volume: Volume, target: str, flags: Sequence[str] = ()) -> None:
         self.driver.node.NodePublishVolume(
-            self.pb.NodePublishVolumeRequest(
+            pb.NodePublishVolumeRequest(
                 volume_id=volume.volume_id,
                 staging_target_path=volume.staging_path,
                 target_path=target,
@@ -452,7 +445,7 @@ class Kubelet:
 
     def unpublish(self, volume: Volume, target: str) -> None:
         self.driver.node.NodeUnpublishVolume(
-            self.pb.NodeUnpublishVolumeRequest(volume_id=volume.volume_id, target_path=target),
+            pb.NodeUnpublishVolumeRequest(volume_id=volume.volume_id, target_path=target),
             timeout=120,
         )
         if target in volume.targets:

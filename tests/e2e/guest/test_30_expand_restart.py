@@ -38,6 +38,8 @@ from e2e_lib import (
     run,
 )
 
+from csi_hostpath_selinux._proto import csi_pb2 as pb
+
 
 def filesystem_bytes(path: str) -> int:
     """The size of the filesystem mounted at path (statvfs), printed with df's view."""
@@ -68,7 +70,6 @@ def assert_mount_labelled(path: str, label: str) -> None:
 def test_online_expansion_keeps_the_label(
     kubelet: Kubelet, fs_type: str, size: int, grown: int
 ) -> None:
-    pb = kubelet.pb
     volume = kubelet.create(kubelet.mount_capability(fs_type), {"kind": "image"}, size=size)
     flags = [context_flag(L1)]
     kubelet.stage(volume, flags)
@@ -227,7 +228,7 @@ def snapshots(kubelet: Kubelet) -> Iterator[list[str]]:
     for snapshot_id in made:
         try:
             kubelet.driver.controller.DeleteSnapshot(
-                kubelet.pb.DeleteSnapshotRequest(snapshot_id=snapshot_id), timeout=120
+                pb.DeleteSnapshotRequest(snapshot_id=snapshot_id), timeout=120
             )
             print(f"deleted snapshot {snapshot_id}")
         except grpc.RpcError as exc:
@@ -236,7 +237,6 @@ def snapshots(kubelet: Kubelet) -> Iterator[list[str]]:
 
 
 def test_restored_snapshot_gets_the_new_pods_label(kubelet: Kubelet, snapshots: list[str]) -> None:
-    pb = kubelet.pb
     capability = kubelet.mount_capability("ext4")
     source = kubelet.create(capability, {"kind": "image"})
     kubelet.stage(source, [context_flag(L1)])

@@ -29,6 +29,8 @@ from e2e_lib import (
     run,
 )
 
+from csi_hostpath_selinux._proto import csi_pb2 as pb
+
 CUSTOM_TYPE = "acme_volume_file_t"  # a site's own type
 SITE_DEFAULT = "system_u:object_r:container_file_t:s0"
 GUEST_SOURCE = "//127.0.0.1/guest"
@@ -152,7 +154,6 @@ def remount_behind_the_drivers_back(staging: str, options: list[str]) -> None:
 def test_health_reports_a_label_lost_behind_the_drivers_back(
     kubelet: Kubelet, options: list[str], reason: str
 ) -> None:
-    pb = kubelet.pb
     volume = image_volume(kubelet)
     kubelet.stage(volume, [context_flag(L1)])
     healthy = kubelet.driver.node.NodeGetVolumeHealth(
