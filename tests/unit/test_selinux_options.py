@@ -220,7 +220,7 @@ def test_mount_flags_are_frozen_data() -> None:
     flags = parse_mount_flags([f'context="{L1}"'])
     assert flags == MountFlags(_ctx(L1), None, None, None, ())
     with pytest.raises(AttributeError):
-        flags.context = None  # type: ignore[misc]
+        flags.context = None  # type: ignore[misc]  # the assignment under test is what mypy forbids
 
 
 VFS = {"ro", "rw", "nosuid", "nodev", "noexec", "noatime", "bind"}
