@@ -13,15 +13,15 @@ from pathlib import Path
 
 import pytest
 
-from csi_hostpath_selinux import mounting
+from csi_hostpath_selinux import node_labels, publishing
 from csi_hostpath_selinux.backends import BACKENDS, Backend, BackendEnv
 from csi_hostpath_selinux.config import DriverConfig
 from csi_hostpath_selinux.errors import AlreadyExists, FailedPrecondition, InvalidArgument
+from csi_hostpath_selinux.fake_mounts import FakeMounter
 from csi_hostpath_selinux.locks import OperationLocks
 from csi_hostpath_selinux.metrics import Metrics
 from csi_hostpath_selinux.models import AccessMode, AccessType, Capability, Volume
 from csi_hostpath_selinux.mounting import NodeVolumes, PublishArgs, StageArgs
-from csi_hostpath_selinux.mounts import FakeMounter, MountEntry
 from csi_hostpath_selinux.selinux import SELinuxSupport, label_from_super_options
 from csi_hostpath_selinux.state import Catalog
 
@@ -75,19 +75,14 @@ def world(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[World]:
     support = [SELINUX_NODE]
     metrics = Metrics()
     node = NodeVolumes(
-        config, catalog, backends, fake, OperationLocks(), lambda: support[0], metrics
+        config, catalog, backends, fake, OperationLocks(), lambda: support[0], metrics, fake
     )
-
-    def fake_find(path: str, entries: object = None) -> MountEntry | None:
-        found = [e for e in fake.entries() if e.mount_point == path]
-        return found[-1] if found else None
 
     def fake_verify(path: str, super_options: tuple[str, ...], expected: object, s: object) -> None:
         # What the kernel would show: the helper's options are the mount's super options.
         assert label_from_super_options(super_options) == str(expected)
 
-    monkeypatch.setattr(mounting, "find_mount", fake_find)
-    monkeypatch.setattr(mounting, "verify_mounted_label", fake_verify)
+    monkeypatch.setattr(node_labels, "verify_mounted_label", fake_verify)
     yield World(node, fake, catalog, kubelet, support, metrics)
     catalog.close()
 
@@ -187,7 +182,7 @@ def publish_with_flags(world: World, vol: Volume, staging: str, flags: tuple[str
     (staged,) = world.catalog.stagings(vol.id)
     with pytest.MonkeyPatch.context() as patch:
         # What the kernel would show: a bind mount reads the staged label.
-        patch.setattr(mounting, "read_label", lambda path: staged.label)
+        patch.setattr(publishing, "read_label", lambda path: staged.label)
         world.node.publish(PublishArgs(vol.id, staging, str(target), cap, False))
 
 
