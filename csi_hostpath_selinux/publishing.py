@@ -48,7 +48,7 @@ class Publisher:
                 "staging_target_path is required: the volume must be staged first"
             )
         staging_path = ctx.request_path(args.staging_path, "staging_target_path", args.internal)
-        check_apart(target, staging_path)
+        _check_apart(target, staging_path)
         vol = ctx.volume(args.volume_id)
         flags = check_capability(vol, args.capability)
         want = flags.context.canonical() if flags.context else None
@@ -160,7 +160,7 @@ class Publisher:
             paths.make_file(target, trusted_prefix=trusted)
         else:
             paths.make_dir(target, trusted_prefix=trusted)
-        extra = vfs_flags(flags)
+        extra = _vfs_flags(flags)
         try:
             with paths.opened(target, trusted) as target_fd:
                 if vol.access_type is AccessType.BLOCK:
@@ -228,7 +228,7 @@ class Publisher:
             log.info("unpublished volume %s from %s", volume_id, target)
 
 
-def check_apart(target: str, staging_path: str) -> None:
+def _check_apart(target: str, staging_path: str) -> None:
     """A publication needs a directory of its own: not the staging path, nor in or over it
     (a later unpublish would unmount the staging mount the catalog still calls staged)."""
     if target == staging_path or paths.is_below(target, staging_path):
@@ -243,7 +243,7 @@ def check_apart(target: str, staging_path: str) -> None:
         )
 
 
-def vfs_flags(flags: MountFlags) -> tuple[str, ...]:
+def _vfs_flags(flags: MountFlags) -> tuple[str, ...]:
     """The flags of a publish request that a bind mount can apply (nosuid, noexec, ...)."""
     kept = []
     for option in flags.other:
