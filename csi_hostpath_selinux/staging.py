@@ -13,6 +13,7 @@ The rules kept here (DESIGN.md has the measured facts behind them):
 from __future__ import annotations
 
 import logging
+from dataclasses import replace
 
 from . import paths
 from .backends import Backend, StageRequest
@@ -62,24 +63,22 @@ class Stager:
                 check_label_possible(ctx, vol, backend, flags)
             if vol.access_type is AccessType.MOUNT:
                 paths.make_dir(staging_path, trusted_prefix=ctx.trusted(staging_path))
-            mount_flags = tuple(args.capability.mount_flags)
-            ctx.catalog.put_staging(
-                Staging(
-                    vol.id, staging_path, want, mount_flags, "", vol.access_type,
-                    StagingState.PENDING,
-                )
-            )  # fmt: skip
+            pending = Staging(
+                volume_id=vol.id,
+                staging_path=staging_path,
+                label=want,  # canonical: one label, one spelling, in every comparison
+                flags=tuple(args.capability.mount_flags),
+                device="",
+                access_type=vol.access_type,
+                state=StagingState.PENDING,
+            )
+            ctx.catalog.put_staging(pending)
             try:
                 device = self._stage_mount(vol, backend, staging_path, flags, args)
             except BaseException:
                 ctx.catalog.remove_staging(vol.id, staging_path)
                 raise
-            ctx.catalog.put_staging(
-                Staging(
-                    vol.id, staging_path, want, mount_flags, device, vol.access_type,
-                    StagingState.READY,
-                )
-            )  # fmt: skip
+            ctx.catalog.put_staging(replace(pending, device=device, state=StagingState.READY))
             if want:
                 ctx.metrics.labelled_mount()
             log.info(
