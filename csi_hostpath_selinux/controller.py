@@ -6,7 +6,7 @@ import os
 
 import grpc
 
-from . import convert
+from . import capabilities, convert
 from ._proto import csi_pb2 as pb
 from ._proto import csi_pb2_grpc as rpc
 from .config import DriverConfig
@@ -107,14 +107,8 @@ class ControllerService(rpc.ControllerServicer):
         vol = self.volumes.get(request.volume_id)
         caps = [convert.capability(c, "volume_capabilities") for c in request.volume_capabilities]
         for cap in caps:
-            problem = ""
-            if not cap.access_mode.single_node:
-                problem = f"access mode {cap.access_mode.name} needs a volume shared between nodes"
-            elif cap.access_type is not vol.access_type:
-                problem = f"the volume was created for {vol.access_type.value} access"
-            elif cap.fs_type and vol.fs_type and cap.fs_type != vol.fs_type:
-                problem = f"the volume holds {vol.fs_type}, not {cap.fs_type}"
-            else:
+            problem = capabilities.mismatch(vol, cap) or ""
+            if not problem:
                 try:
                     parse_mount_flags(cap.mount_flags)
                 except (DriverError, SELinuxError) as exc:

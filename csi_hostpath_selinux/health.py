@@ -19,11 +19,12 @@ import os
 from collections.abc import Callable, Mapping
 from pathlib import Path
 
-from . import loopdev, selinux
+from . import loopdev, paths, selinux
 from .backends import Backend
 from .config import DriverConfig
 from .models import AccessType, HealthIssue, HealthStatus, Staging, StagingState, Volume
-from .mounts import MountEntry, find_mount, read_mountinfo
+from .mounts import MountEntry, read_mountinfo
+from .mounttable import MountView
 from .selinux import label_from_super_options, same_label
 from .state import Catalog
 from .statedir import RESERVE_BYTES, Reserve
@@ -65,9 +66,9 @@ class HealthChecker:
             if st.state is StagingState.READY and st.label and vol.access_type is AccessType.MOUNT
         ]
         if labelled:
-            table = self.mountinfo()
+            view = self._view()
             for st in labelled:
-                entry = mount_at(st.staging_path, table)
+                entry = view.staging_mount(st)
                 if entry is not None and st.label:
                     issues += self.label_drift(st.label, st.staging_path, entry)
         return dedupe(issues)
@@ -76,18 +77,20 @@ class HealthChecker:
         self, vol: Volume, publish_path: str = "", staging_path: str = ""
     ) -> list[HealthIssue]:
         issues = self.backends[vol.kind].health(vol)
-        table = self.mountinfo()
-        for st in self.catalog.stagings(vol.id):
+        view = self._view()
+        stagings = {st.staging_path: st for st in self.catalog.stagings(vol.id)}
+        for st in stagings.values():
             if staging_path and st.staging_path != staging_path:
                 continue
             if st.state is not StagingState.READY:
                 continue
-            issues += self.staging(vol, st, table)
+            issues += self.staging(vol, st, view)
         if publish_path:
             for pub in self.catalog.publications(vol.id):
                 if pub.target_path != publish_path:
                     continue
-                entry = mount_at(pub.target_path, table)
+                staged = stagings.get(pub.staging_path)
+                entry = view.volume_at(staged, pub.target_path, pub.device) if staged else None
                 if entry is None:
                     issues.append(
                         HealthIssue(
@@ -134,7 +137,15 @@ class HealthChecker:
             ]
         return []
 
-    def staging(self, vol: Volume, st: Staging, table: list[MountEntry]) -> list[HealthIssue]:
+    def _view(self) -> MountView:
+        """One read of the mount table, paths resolved as the node resolves them."""
+        ephemeral = str(self.config.state_dir / "ephemeral")
+        return MountView(
+            tuple(self.mountinfo()),
+            lambda path: paths.trusted_prefix(path, self.config.kubelet_dir, ephemeral),
+        )
+
+    def staging(self, vol: Volume, st: Staging, view: MountView) -> list[HealthIssue]:
         issues: list[HealthIssue] = []
         if vol.kind == "image":
             image = str(self.backends["image"].env.volumes_dir / f"{vol.id}.img")
@@ -150,7 +161,7 @@ class HealthChecker:
                 )
         if vol.access_type is AccessType.BLOCK:
             return issues
-        entry = mount_at(st.staging_path, table)
+        entry = view.staging_mount(st)
         if entry is None:
             issues.append(
                 HealthIssue(
@@ -233,14 +244,6 @@ class HealthChecker:
                 )
             )
         return issues
-
-
-def mount_at(path: str, table: list[MountEntry]) -> MountEntry | None:
-    try:
-        real = os.path.realpath(path)
-    except OSError:
-        return None
-    return find_mount(real, table)
 
 
 def read_only_issue(path: str) -> HealthIssue:

@@ -23,7 +23,8 @@ from .backends import Backend
 from .errors import DriverError
 from .models import AccessType, Staging, StagingState, is_snapshot_id, is_volume_id
 from .mounting import NodeVolumes
-from .mounts import find_mount, read_mountinfo
+from .mounts import read_mountinfo
+from .mounttable import MountView
 from .state import Catalog, tolerate_full_disk
 
 log = logging.getLogger(__name__)
@@ -82,7 +83,7 @@ def reconcile(catalog: Catalog, backends: dict[str, Backend], node: NodeVolumes)
             # write of the pod would hang, and the frozen superblock would pin the loop device.
             _thaw(node, st, report)
     for pub in catalog.publications():
-        if not node.mounted(pub.target_path):
+        if not node.carries(pub):
             vol = catalog.volume(pub.volume_id)
             if pub.device and vol is not None:
                 backends[vol.kind].release_publish_device(vol, pub.device)
@@ -121,7 +122,7 @@ def _clean_work_dir(backends: dict[str, Backend], node: NodeVolumes) -> None:
             continue
         path = str(work / entry.name)
         for _ in range(16):
-            if find_mount(os.path.realpath(path)) is None:
+            if MountView.read(node.ctx.table, lambda _path: str(work)).at(path) is None:
                 break
             node.mounter.unmount(path)
         try:

@@ -22,7 +22,7 @@ from .models import (
     is_volume_id,
     new_snapshot_id,
 )
-from .mounts import find_mount
+from .mounttable import MountTable, MountView, ProcMountTable
 from .state import Catalog
 from .volumes import check_name, parse_token, snap_kind, snapshot_file
 
@@ -36,16 +36,25 @@ class SnapshotManager:
         catalog: Catalog,
         backends: Mapping[str, Backend],
         locks: OperationLocks,
+        table: MountTable | None = None,
     ) -> None:
         self.config = config
         self.catalog = catalog
         self.backends = backends
         self.locks = locks
+        self.table = table or ProcMountTable()
+
+    def _trusted(self, path: str) -> str | None:
+        return paths.trusted_prefix(
+            path, self.config.kubelet_dir, str(self.config.state_dir / "ephemeral")
+        )
 
     def mount_point(self, volume_id: str) -> str | None:
-        """Where the volume is staged on this node (to freeze it), or None."""
+        """Where the volume is staged on this node (to freeze it), or None: a staging whose
+        mount is the volume's (mounttable's one check), its path resolved as paths.py walks it."""
+        view = MountView.read(self.table, self._trusted)
         for st in self.catalog.stagings(volume_id):
-            if find_mount(st.staging_path) is not None:
+            if view.staging_mount(st) is not None:
                 return st.staging_path
         return None
 
@@ -57,11 +66,10 @@ class SnapshotManager:
         for st in self.catalog.stagings(vol.id):
             if st.state is not StagingState.READY or not st.device:
                 continue
-            trusted = paths.trusted_prefix(
-                st.staging_path, self.config.kubelet_dir, str(self.config.state_dir / "ephemeral")
-            )
             try:
-                fd = paths.open_mount_root(st.staging_path, trusted, st.device)
+                fd = paths.open_mount_root(
+                    st.staging_path, self._trusted(st.staging_path), st.device
+                )
             except FileNotFoundError:  # the loop device is gone: nothing is mounted
                 continue
             if fd is None:

@@ -15,7 +15,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from . import statedir
+from . import sizing, statedir
 from .backends import DEFAULT_KIND, Backend
 from .config import DriverConfig
 from .errors import (
@@ -272,28 +272,13 @@ class VolumeManager:
         )
 
     def choose_size(self, capacity: CapacityRange, minimum: int) -> int:
-        required, limit = capacity.required_bytes, capacity.limit_bytes
-        if required < 0 or limit < 0:
-            raise InvalidArgument("capacity_range bytes must not be negative")
-        if limit and required > limit:
-            raise InvalidArgument(
-                f"capacity_range required_bytes {required} is larger than limit_bytes {limit}"
-            )
-        size = required or self.config.default_volume_bytes
-        if limit and size > limit:
-            size = limit
-        size = max(round_up(size, MIB), round_up(minimum, MIB))
-        if limit and size > limit:
-            raise OutOfRange(
-                f"the volume needs at least {size} bytes (the filesystem's minimum, rounded to "
-                f"MiB), more than limit_bytes {limit}"
-            )
-        if size > self.config.max_volume_bytes:
-            raise OutOfRange(
-                f"{size} bytes is more than this driver's largest volume, "
-                f"{self.config.max_volume_bytes} bytes"
-            )
-        return size
+        return sizing.choose_size(
+            capacity.required_bytes,
+            capacity.limit_bytes,
+            self.config.default_volume_bytes,
+            minimum,
+            self.config.max_volume_bytes,
+        )
 
     def check_compatible(
         self,

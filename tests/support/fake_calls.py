@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import NamedTuple
 
-from csi_hostpath_selinux.mounts import FakeMounter
+from csi_hostpath_selinux.fake_mounts import FakeMounter
 
 
 class HelperCall(NamedTuple):

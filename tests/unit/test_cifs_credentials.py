@@ -20,8 +20,9 @@ import pytest
 from csi_hostpath_selinux.backends import BackendEnv, CIFSBackend, StageRequest
 from csi_hostpath_selinux.backends.cifs import needs_password
 from csi_hostpath_selinux.errors import InvalidArgument
+from csi_hostpath_selinux.fake_mounts import FakeMounter
 from csi_hostpath_selinux.models import AccessType, Volume
-from csi_hostpath_selinux.mounts import FakeMounter, LinuxMounter
+from csi_hostpath_selinux.mounts import LinuxMounter
 from csi_hostpath_selinux.selinux import InvalidMountFlags, parse_mount_flags
 from tests.support.fake_calls import HelperCall
 from tests.support.fake_calls import helper_calls as fake_helper_calls

@@ -15,6 +15,7 @@ import pytest
 
 from csi_hostpath_selinux.backends import BackendEnv, NFSBackend
 from csi_hostpath_selinux.config import DriverConfig
+from csi_hostpath_selinux.fake_mounts import FakeMounter
 from csi_hostpath_selinux.health import HealthChecker
 from csi_hostpath_selinux.models import (
     AccessType,
@@ -25,7 +26,7 @@ from csi_hostpath_selinux.models import (
     StagingState,
     Volume,
 )
-from csi_hostpath_selinux.mounts import FakeMounter, MountEntry
+from csi_hostpath_selinux.mounts import MountEntry
 from csi_hostpath_selinux.state import Catalog
 
 L1 = "system_u:object_r:container_file_t:s0:c1,c2"

@@ -19,11 +19,11 @@ import pytest
 from csi_hostpath_selinux import state, statedir
 from csi_hostpath_selinux.backends import BACKENDS, Backend, BackendEnv
 from csi_hostpath_selinux.config import DriverConfig
+from csi_hostpath_selinux.fake_mounts import FakeMounter
 from csi_hostpath_selinux.locks import OperationLocks
 from csi_hostpath_selinux.metrics import Metrics
 from csi_hostpath_selinux.models import AccessMode, AccessType, Capability, Volume
 from csi_hostpath_selinux.mounting import NodeVolumes
-from csi_hostpath_selinux.mounts import FakeMounter
 from csi_hostpath_selinux.recovery import reconcile
 from csi_hostpath_selinux.selinux import SELinuxSupport
 from csi_hostpath_selinux.state import Catalog

@@ -5,12 +5,11 @@ from __future__ import annotations
 
 import pytest
 
+from csi_hostpath_selinux.fake_mounts import FakeMounter
 from csi_hostpath_selinux.mounts import (
-    FakeMounter,
     MountEntry,
     MountError,
     find_mount,
-    mounts_under,
     parse_mountinfo,
     parse_mountinfo_line,
     read_mountinfo,
@@ -217,21 +216,6 @@ def test_find_mount_ignores_a_trailing_slash_and_finds_root() -> None:
     assert find_mount("/", entries) == entries[0]
 
 
-def test_mounts_under_is_component_aware() -> None:
-    entries = table("/", "/a", "/a/vol-1", "/a/vol-1/x", "/a/vol-10", "/a/vol-1x", "/b")
-    got = [e.mount_point for e in mounts_under("/a/vol-1", entries)]
-    assert got == ["/a/vol-1", "/a/vol-1/x"]
-    assert [e.mount_point for e in mounts_under("/a/", entries)] == [
-        "/a",
-        "/a/vol-1",
-        "/a/vol-1/x",
-        "/a/vol-10",
-        "/a/vol-1x",
-    ]
-    assert len(mounts_under("/", entries)) == len(entries)
-    assert mounts_under("/c", entries) == []
-
-
 def test_real_mountinfo_parses_and_has_root() -> None:
     entries = read_mountinfo()
     assert find_mount("/", entries) is not None
@@ -249,9 +233,9 @@ def test_fake_mounter_records_and_tracks_mounts() -> None:
     fake = FakeMounter()
     fake.mount("/dev/loop1", "/stage", "ext4", ["noatime", f'context="{L1}"'])
     fake.bind("/stage", "/target", read_only=True, extra_flags=["nosuid"])
-    assert fake.is_mount_point("/stage")
-    assert fake.is_mount_point("/target/")
-    assert not fake.is_mount_point("/targ")
+    assert fake.mount_at("/stage") is not None
+    assert fake.mount_at("/target/") is not None
+    assert fake.mount_at("/targ") is None
     entries = fake.entries()
     staged = find_mount("/stage", entries)
     published = find_mount("/target", entries)
@@ -261,10 +245,19 @@ def test_fake_mounter_records_and_tracks_mounts() -> None:
     assert not staged.read_only
     assert published.read_only
     assert published.fs_type == "ext4"
+    # A bind shares its source's device and root; another mount has a device of its own.
+    assert (published.major, published.minor, published.root) == (
+        staged.major,
+        staged.minor,
+        staged.root,
+    )
+    fake.mount("/dev/loop2", "/other", "ext4", [])
+    other = find_mount("/other", fake.entries())
+    assert other is not None and (other.major, other.minor) != (staged.major, staged.minor)
     fake.unmount("/target")
     fake.unmount("/target")  # not mounted: no error, like the real one
-    assert not fake.is_mount_point("/target")
-    assert [c[0] for c in fake.calls] == ["mount", "bind", "unmount", "unmount"]
+    assert fake.mount_at("/target") is None
+    assert [c[0] for c in fake.calls] == ["mount", "bind", "mount", "unmount", "unmount"]
 
 
 def test_fake_mounter_queued_failure_is_raised_once() -> None:
@@ -273,9 +266,9 @@ def test_fake_mounter_queued_failure_is_raised_once() -> None:
     with pytest.raises(MountError) as info:
         fake.mount("/dev/loop1", "/stage", "ext4", [])
     assert info.value.errno == 16
-    assert not fake.is_mount_point("/stage")
+    assert fake.mount_at("/stage") is None
     fake.mount("/dev/loop1", "/stage", "ext4", [])
-    assert fake.is_mount_point("/stage")
+    assert fake.mount_at("/stage") is not None
 
 
 def test_bind_refuses_filesystem_options() -> None:
@@ -283,4 +276,4 @@ def test_bind_refuses_filesystem_options() -> None:
     with pytest.raises(MountError) as info:
         fake.bind("/a", "/b", extra_flags=["errors=remount-ro"])
     assert info.value.errno == 22
-    assert not fake.is_mount_point("/b")
+    assert fake.mount_at("/b") is None

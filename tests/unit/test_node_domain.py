@@ -11,19 +11,27 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+import grpc
 import pytest
 
-from csi_hostpath_selinux import mounting
+from csi_hostpath_selinux import node_labels, publishing
 from csi_hostpath_selinux.backends import BACKENDS, Backend, BackendEnv
 from csi_hostpath_selinux.config import DriverConfig
-from csi_hostpath_selinux.errors import AlreadyExists, FailedPrecondition
+from csi_hostpath_selinux.errors import (
+    AlreadyExists,
+    FailedPrecondition,
+    LabelInUse,
+    StagedElsewhere,
+    StagedIncompatibly,
+)
+from csi_hostpath_selinux.fake_mounts import FakeMounter
 from csi_hostpath_selinux.locks import OperationLocks
 from csi_hostpath_selinux.metrics import Metrics
 from csi_hostpath_selinux.models import AccessMode, AccessType, Capability, Volume
 from csi_hostpath_selinux.mounting import NodeVolumes, PublishArgs, StageArgs
-from csi_hostpath_selinux.mounts import FakeMounter, MountEntry
 from csi_hostpath_selinux.selinux import InvalidMountFlags, SELinuxSupport, label_from_super_options
 from csi_hostpath_selinux.state import Catalog
+from csi_hostpath_selinux.status import status_of
 from tests.support.fake_calls import helper_calls
 
 L1 = "system_u:object_r:container_file_t:s0:c1,c2"
@@ -76,19 +84,14 @@ def world(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[World]:
     support = [SELINUX_NODE]
     metrics = Metrics()
     node = NodeVolumes(
-        config, catalog, backends, fake, OperationLocks(), lambda: support[0], metrics
+        config, catalog, backends, fake, OperationLocks(), lambda: support[0], metrics, fake
     )
-
-    def fake_find(path: str, entries: object = None) -> MountEntry | None:
-        found = [e for e in fake.entries() if e.mount_point == path]
-        return found[-1] if found else None
 
     def fake_verify(path: str, super_options: tuple[str, ...], expected: object, s: object) -> None:
         # What the kernel would show: the helper's options are the mount's super options.
         assert label_from_super_options(super_options) == str(expected)
 
-    monkeypatch.setattr(mounting, "find_mount", fake_find)
-    monkeypatch.setattr(mounting, "verify_mounted_label", fake_verify)
+    monkeypatch.setattr(node_labels, "verify_mounted_label", fake_verify)
     yield World(node, fake, catalog, kubelet, support, metrics)
     catalog.close()
 
@@ -184,7 +187,7 @@ def publish_with_flags(world: World, vol: Volume, staging: str, flags: tuple[str
     (staged,) = world.catalog.stagings(vol.id)
     with pytest.MonkeyPatch.context() as patch:
         # What the kernel would show: a bind mount reads the staged label.
-        patch.setattr(mounting, "read_label", lambda path: staged.label)
+        patch.setattr(publishing, "read_label", lambda path: staged.label)
         world.node.publish(PublishArgs(vol.id, staging, str(target), cap, False))
 
 
@@ -240,3 +243,47 @@ def test_types_other_than_container_file_t(world: World, first: str, second: str
     first_type, second_type = first.split(":")[2], second.split(":")[2]
     assert first in info.value.message and second in info.value.message
     assert f"seLinuxOptions.type ({first_type} versus {second_type})" in info.value.message
+
+
+# One label, one spelling: stagings and publications store the kernel's canonical form.
+
+L1_REORDERED = "system_u:object_r:container_file_t:s0:c2,c1"
+
+
+def test_a_label_is_stored_canonical_and_its_spellings_compare_equal(world: World) -> None:
+    vol = world.volume("nfs", server="nfs.example", share="/srv")
+    staging = world.stage(vol, L1_REORDERED)
+    (st,) = world.catalog.stagings(vol.id)
+    assert st.label == L1, "the staging records the canonical label"
+    world.stage(vol, L1)  # the same label spelled otherwise: the same staging, a retry
+    assert len(helper_calls(world.fake)) == 1, "nothing mounted twice"
+    publish_with_flags(world, vol, staging, (f'context="{L1_REORDERED}"',))
+    (pub,) = world.catalog.publications(vol.id)
+    assert pub.label == L1, "the publication records the canonical label"
+
+
+def test_label_conflicts_have_one_code_per_condition(world: World) -> None:
+    """Same path, other label: the spec's "Volume published but is incompatible" (ALREADY_EXISTS).
+    Another path or a publish with another label: the volume is in use with another label on
+    this node (FAILED_PRECONDITION, succeeds once its users are gone)."""
+    vol = world.volume("nfs", server="nfs.example", share="/srv")
+    staging = world.stage(vol, L1)
+    stage_rpc = "/csi.v1.Node/NodeStageVolume"
+    with pytest.raises(StagedIncompatibly) as same_path:
+        world.stage(vol, L2)
+    assert status_of(stage_rpc, same_path.value).code is grpc.StatusCode.ALREADY_EXISTS
+    assert same_path.value.staging_path == staging
+    with pytest.raises(LabelInUse) as other_path:
+        world.stage(vol, L2, path="elsewhere")
+    assert status_of(stage_rpc, other_path.value).code is grpc.StatusCode.FAILED_PRECONDITION
+    assert (other_path.value.in_use, other_path.value.requested) == (L1, L2)
+    with pytest.raises(StagedElsewhere) as elsewhere:
+        world.stage(vol, L1, path="elsewhere")
+    assert elsewhere.value.staged_at == staging
+    target = world.kubelet / "pods" / "uid" / "mount"
+    target.parent.mkdir()
+    cap = Capability(AccessType.MOUNT, AccessMode.SINGLE_NODE_WRITER, "", (f'context="{L2}"',))
+    with pytest.raises(LabelInUse) as publish:
+        world.node.publish(PublishArgs(vol.id, staging, str(target), cap, False))
+    code = status_of("/csi.v1.Node/NodePublishVolume", publish.value).code
+    assert code is grpc.StatusCode.FAILED_PRECONDITION

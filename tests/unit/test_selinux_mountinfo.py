@@ -4,12 +4,9 @@ take it (and the package's splitter) instead of its own copy."""
 
 from __future__ import annotations
 
-import dataclasses
-
 import pytest
-from hypothesis import given, settings
-from hypothesis import strategies as st
 
+from csi_hostpath_selinux import mountinfo as driver_mountinfo
 from csi_hostpath_selinux import mounts
 from csi_hostpath_selinux.selinux.mountinfo import (
     MountInfoEntry,
@@ -52,10 +49,12 @@ def test_a_labelled_mount_line() -> None:
     assert parse_mountinfo_line(LINES[-1]).read_only
 
 
-@pytest.mark.parametrize("line", LINES)
-def test_parses_as_the_mount_table_does(line: str) -> None:
-    mine = dataclasses.astuple(parse_mountinfo_line(line))
-    assert mine == dataclasses.astuple(mounts.parse_mountinfo_line(line))
+def test_the_driver_reads_mountinfo_with_this_parser_only() -> None:
+    """One parser and one splitter of mountinfo: the driver's mount table takes the package's."""
+    assert driver_mountinfo.parse_mountinfo_line is parse_mountinfo_line
+    assert driver_mountinfo.parse_mountinfo is parse_mountinfo
+    assert driver_mountinfo.split_outside_quotes is split_kernel_options
+    assert mounts.parse_mountinfo_line is parse_mountinfo_line
 
 
 def test_a_file_keeps_order_and_skips_blank_lines() -> None:
@@ -75,11 +74,3 @@ def test_a_file_keeps_order_and_skips_blank_lines() -> None:
 def test_malformed_lines_are_refused(line: str) -> None:
     with pytest.raises(ValueError, match="mountinfo line"):
         parse_mountinfo_line(line)
-
-
-# No wall-clock deadline: each example is a few parses of a short string (bounded by the
-# strategy), and a loaded CI machine pausing the process is not a failure of the code.
-@settings(deadline=None)
-@given(st.text(alphabet='ab",= ', max_size=30), st.sampled_from([",", " "]))
-def test_the_kernel_splitter_splits_as_the_mount_tables_copy(text: str, sep: str) -> None:
-    assert split_kernel_options(text, sep) == mounts.split_outside_quotes(text, sep)

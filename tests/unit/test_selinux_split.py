@@ -9,7 +9,7 @@ import grpc
 import pytest
 
 from csi_hostpath_selinux.backends import BackendEnv, NFSBackend
-from csi_hostpath_selinux.mounts import FakeMounter
+from csi_hostpath_selinux.fake_mounts import FakeMounter
 from csi_hostpath_selinux.selinux.errors import InvalidMountFlags
 from csi_hostpath_selinux.selinux.options import parse_mount_flags
 from csi_hostpath_selinux.selinux.split import split_kernel_options, split_outside_quotes
