@@ -54,9 +54,18 @@ NEEDS_SERVER = (
 
 
 @pytest.fixture(params=KINDS, ids=lambda cls: cls.kind)
-def backend(request: pytest.FixtureRequest, tmp_path: Path) -> Backend:
+def backend(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Backend]:
+    """The kind as the driver would serve it: the fake and the toy kind are registered with the
+    documented call (backends.register) for the test, and unregistered after it."""
     cls: type[Backend] = request.param
-    return cls(BackendEnv(tmp_path / "state", FakeMounter()))
+    added = cls.kind not in BACKENDS
+    if added:
+        register(cls)
+    try:
+        yield BACKENDS[cls.kind](BackendEnv(tmp_path / "state", FakeMounter()))
+    finally:
+        if added:
+            unregister(cls.kind)
 
 
 def volume(backend: Backend, access: AccessType = AccessType.MOUNT, size: int = SIZE) -> Volume:
