@@ -165,7 +165,6 @@ def test_claims_are_the_path_and_its_parents_by_whole_components(tmp_path: Path)
         catalog.close()
 
 
-
 def test_a_catalog_from_before_snapshot_kinds_opens_and_records_them(tmp_path: Path) -> None:
     """Catalogs written before snapshots recorded their kind get the column, filled in from the
     source volume while it exists (recovery records the rest); a new snapshot recorded without a
@@ -183,10 +182,13 @@ def test_a_catalog_from_before_snapshot_kinds_opens_and_records_them(tmp_path: P
         " name TEXT NOT NULL UNIQUE, source_volume_id TEXT NOT NULL, size_bytes INTEGER NOT NULL,"
         " created_at REAL NOT NULL, ready INTEGER NOT NULL,"
         " source_access_type TEXT NOT NULL DEFAULT '');"
-        "INSERT INTO snapshots (id, name, source_volume_id, size_bytes, created_at, ready) VALUES"
-        f" ('{live}', 'of-a-live-volume', '{vol.id}', 1, 1.0, 1),"
-        f" ('{gone}', 'of-a-gone-volume', 'vol-{'c' * 32}', 1, 1.0, 1);"
     )
+    db.executemany(
+        "INSERT INTO snapshots (id, name, source_volume_id, size_bytes, created_at, ready)"
+        " VALUES (?, ?, ?, 1, 1.0, 1)",
+        [(live, "of-a-live-volume", vol.id), (gone, "of-a-gone-volume", f"vol-{'c' * 32}")],
+    )
+    db.commit()
     db.close()
     catalog = Catalog(path)
     try:
