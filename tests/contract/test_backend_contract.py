@@ -53,6 +53,16 @@ NEEDS_SERVER = (
 )
 
 
+def over(kinds: list[type[Backend]]) -> pytest.MarkDecorator:
+    """Run a test over the given kinds only (the ones the part of the contract applies to)."""
+    return pytest.mark.parametrize("backend", kinds, ids=[k.kind for k in kinds], indirect=True)
+
+
+SNAPSHOTTING = [k for k in KINDS if k.snapshot_suffix]
+NOT_SNAPSHOTTING = [k for k in KINDS if not k.snapshot_suffix]
+NETWORK: list[type[Backend]] = [k for k in KINDS if issubclass(k, NetworkBackend)]
+
+
 @pytest.fixture(params=KINDS, ids=lambda cls: cls.kind)
 def backend(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Backend]:
     """The kind as the driver would serve it: the fake and the toy kind are registered with the
@@ -142,9 +152,8 @@ def test_clone_source_is_what_create_wrote(backend: Backend, created: Volume) ->
         backend.delete(clone, {})
 
 
+@over(NETWORK)
 def test_network_kinds_keep_nothing_in_the_state_dir(backend: Backend) -> None:
-    if not isinstance(backend, NetworkBackend):
-        pytest.skip("only network kinds keep their storage off the node")
     vol = volume(backend)
     assert backend.volume_path(vol.id) is None
     assert backend.clone_source(vol) is None
@@ -224,11 +233,11 @@ def test_orphan_removal_does_not_follow_a_planted_symlink(backend: Backend, tmp_
 # snapshots
 
 
+@over(SNAPSHOTTING)
 def test_snapshot_writes_snapshot_path_and_restores_from_it(
     backend: Backend, created: Volume
 ) -> None:
-    if not backend.can_snapshot():
-        pytest.skip("the kind declares no snapshot_suffix: it cannot snapshot (checked below)")
+    assert backend.can_snapshot()
     snap_id = new_snapshot_id()
     dest = backend.snapshot_path(snap_id)
     size = backend.snapshot(created, dest, None)
@@ -242,9 +251,9 @@ def test_snapshot_writes_snapshot_path_and_restores_from_it(
         backend.delete(restored, {})
 
 
+@over(NOT_SNAPSHOTTING)
 def test_a_kind_without_snapshots_refuses_them(backend: Backend) -> None:
-    if backend.can_snapshot():
-        pytest.skip("the kind declares snapshot_suffix: it snapshots (checked above)")
+    assert not backend.can_snapshot()
     vol = volume(backend)
     with pytest.raises(FailedPrecondition):
         backend.snapshot(vol, backend.snapshot_path(new_snapshot_id()), None)
