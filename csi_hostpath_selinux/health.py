@@ -135,7 +135,9 @@ class HealthChecker:
         return []
 
     def staging(self, vol: Volume, st: Staging, table: list[MountEntry]) -> list[HealthIssue]:
-        issues = self.backends[vol.kind].staged_health(vol, st)
+        issues: list[HealthIssue] = []
+        # What the kind's own storage shows on the node (the image kind: its loop device).
+        issues += self.backends[vol.kind].staged_health(vol, st)
         if vol.access_type is AccessType.BLOCK:
             return issues
         entry = mount_at(st.staging_path, table)

@@ -1,47 +1,32 @@
-"""Volume sizing and admission: how big a requested volume is, and whether it fits.
-
-choose_size turns a CSI capacity_range into a size (rounded to MiB, at least the filesystem's
-minimum, at most the driver's largest volume); Admission holds a place of --max-volumes-per-node
-and bytes of --capacity from the checks to the catalog insert, so concurrent creates cannot
-overshoot either limit. No gRPC here.
-"""
+"""Volume sizes from a CSI capacity range: one rule for CreateVolume, ControllerExpandVolume and
+NodeExpandVolume (a node-local driver's node can do the controller's part of an expansion)."""
 
 from __future__ import annotations
 
-import os
-import threading
-from collections.abc import Iterator
-from contextlib import contextmanager
-from dataclasses import dataclass
-
-from . import statedir
-from .config import DriverConfig
-from .errors import InvalidArgument, OutOfRange, ResourceExhausted
-from .state import Catalog
+from .errors import InvalidArgument, OutOfRange
 
 MIB = 1024 * 1024
-
-
-@dataclass(frozen=True)
-class CapacityRange:
-    required_bytes: int = 0
-    limit_bytes: int = 0
 
 
 def round_up(value: int, unit: int) -> int:
     return -(-value // unit) * unit
 
 
-def choose_size(config: DriverConfig, capacity: CapacityRange, minimum: int) -> int:
-    """The size of a volume asked for with capacity whose filesystem needs minimum bytes."""
-    required, limit = capacity.required_bytes, capacity.limit_bytes
+def check_range(required: int, limit: int) -> None:
+    """Refuse a capacity range no size can satisfy."""
     if required < 0 or limit < 0:
         raise InvalidArgument("capacity_range bytes must not be negative")
     if limit and required > limit:
         raise InvalidArgument(
             f"capacity_range required_bytes {required} is larger than limit_bytes {limit}"
         )
-    size = required or config.default_volume_bytes
+
+
+def choose_size(required: int, limit: int, default: int, minimum: int, largest: int) -> int:
+    """The size for a capacity range: required (or default when 0), at most limit, rounded up to
+    MiB and at least minimum (the filesystem's); OutOfRange when that exceeds limit or largest."""
+    check_range(required, limit)
+    size = required or default
     if limit and size > limit:
         size = limit
     size = max(round_up(size, MIB), round_up(minimum, MIB))
@@ -50,62 +35,6 @@ def choose_size(config: DriverConfig, capacity: CapacityRange, minimum: int) -> 
             f"the volume needs at least {size} bytes (the filesystem's minimum, rounded to "
             f"MiB), more than limit_bytes {limit}"
         )
-    if size > config.max_volume_bytes:
-        raise OutOfRange(
-            f"{size} bytes is more than this driver's largest volume, "
-            f"{config.max_volume_bytes} bytes"
-        )
+    if size > largest:
+        raise OutOfRange(f"{size} bytes is more than this driver's largest volume, {largest} bytes")
     return size
-
-
-class Admission:
-    """Places and bytes held by creates between their checks and their catalog insert."""
-
-    def __init__(self, config: DriverConfig, catalog: Catalog) -> None:
-        self.config = config
-        self.catalog = catalog
-        self._lock = threading.Lock()
-        self._admitting = 0
-        self._admitting_bytes = 0
-
-    @contextmanager
-    def hold(self, size: int, in_state_dir: bool) -> Iterator[None]:
-        """Hold one of --max-volumes-per-node's places and size bytes of --capacity from the
-        checks to the catalog insert (in_state_dir: the data also needs the directory's space)."""
-        with self._lock:
-            if self.catalog.volume_count() + self._admitting >= self.config.max_volumes_per_node:
-                raise ResourceExhausted(
-                    f"node {self.config.node_id} already has {self.config.max_volumes_per_node} "
-                    "volumes, the most this driver is configured for (--max-volumes-per-node)"
-                )
-            cap = self.config.max_capacity_bytes
-            if cap:
-                used = self.catalog.provisioned_bytes() + self._admitting_bytes
-                if used + size > cap:
-                    raise ResourceExhausted(
-                        f"node {self.config.node_id} has {max(0, cap - used)} of its {cap} bytes "
-                        f"of capacity (--capacity) left; this volume needs {size} bytes"
-                    )
-            if in_state_dir:
-                self.check_free_space(size)
-            self._admitting += 1
-            self._admitting_bytes += size
-        try:
-            yield
-        finally:
-            with self._lock:
-                self._admitting -= 1
-                self._admitting_bytes -= size
-
-    def check_free_space(self, size: int) -> None:
-        """Refuse a volume bigger than the state directory's free space (less the catalog's
-        headroom): it could never be filled. With --preallocate the allocation itself then
-        guarantees the rest; without it, sparse volumes together may still exceed the disk."""
-        self.config.state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
-        st = os.statvfs(self.config.state_dir)
-        free = st.f_bavail * st.f_frsize - statedir.LOW_SPACE_BYTES
-        if size > free:
-            raise ResourceExhausted(
-                f"node {self.config.node_id} has {max(0, free)} bytes free in its state "
-                f"directory {self.config.state_dir}; this volume needs {size} bytes"
-            )

@@ -5,11 +5,11 @@ existing volume of the same name answers it (CSI idempotence). Pure checks, no g
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 
 from .config import DriverConfig
 from .errors import Aborted, AlreadyExists, InvalidArgument, NotFound
 from .models import AccessType, Capability, Volume, is_volume_id
-from .sizing import CapacityRange
 from .state import Catalog
 from .volume_sources import ContentSource
 
@@ -17,6 +17,12 @@ KIND_PARAMETER = "kind"
 #: The longest name Kubernetes sends (a PV, VolumeSnapshotContent or group name: a DNS
 #: subdomain); longer names are refused before they are stored or logged.
 MAX_NAME = 253
+
+
+@dataclass(frozen=True)
+class CapacityRange:
+    required_bytes: int = 0
+    limit_bytes: int = 0
 
 
 def check_compatible(

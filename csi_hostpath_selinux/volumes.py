@@ -10,17 +10,17 @@ import logging
 import time
 from collections.abc import Callable, Mapping, Sequence
 
-from . import statedir
+from . import sizing, statedir
+from .admission import Admission
 from .backends import DEFAULT_KIND, Backend
 from .config import DriverConfig
 from .errors import FailedPrecondition, InvalidArgument, ResourceExhausted
 from .locks import OperationLocks
 from .models import AccessType, Capability, Volume, is_volume_id, new_volume_id
-from .sizing import MIB, Admission, CapacityRange, choose_size, round_up
 from .state import Catalog
 from .volume_requests import (
     KIND_PARAMETER,
-    MAX_NAME,
+    CapacityRange,
     check_compatible,
     check_name,
     find_volume,
@@ -36,14 +36,11 @@ from .volume_sources import (
     decode_source,
     snap_kind,
     snapshot_file,
-    snapshot_kind,
 )
 
+#: Names other modules import from here (they live in the modules of their job).
 __all__ = [
-    "ALLOW_MODE_CHANGE",
     "KIND_PARAMETER",
-    "MAX_NAME",
-    "MIB",
     "CapacityRange",
     "ContentSource",
     "VolumeManager",
@@ -51,13 +48,9 @@ __all__ = [
     "decode_source",
     "find_volume",
     "parse_token",
-    "requested_fs_type",
-    "round_up",
     "segment_is_this_node",
-    "single_access_type",
     "snap_kind",
     "snapshot_file",
-    "snapshot_kind",
 ]
 
 log = logging.getLogger(__name__)
@@ -226,7 +219,13 @@ class VolumeManager:
         )
 
     def choose_size(self, capacity: CapacityRange, minimum: int) -> int:
-        return choose_size(self.config, capacity, minimum)
+        return sizing.choose_size(
+            capacity.required_bytes,
+            capacity.limit_bytes,
+            self.config.default_volume_bytes,
+            minimum,
+            self.config.max_volume_bytes,
+        )
 
     # expand
 
