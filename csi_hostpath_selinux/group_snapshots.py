@@ -31,13 +31,14 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from . import freeze, statedir
-from .backends import Backend, ImageBackend
+from .backends import Backend
 from .errors import AlreadyExists, FailedPrecondition, Internal, InvalidArgument, NotFound
 from .locks import OperationLocks
 from .models import AccessType, Snapshot, Volume, is_volume_id, new_snapshot_id
 from .snapshots import SnapshotManager
 from .state import Catalog, GroupMember, GroupSnapshot
-from .volumes import RESERVED_PREFIX, check_name, snap_kind, snapshot_file
+from .volume_sources import snapshot_kind
+from .volumes import RESERVED_PREFIX, check_name
 
 log = logging.getLogger(__name__)
 
@@ -134,13 +135,13 @@ class GroupSnapshots:
     def plan_member(self, vol: Volume) -> _Member:
         """What to copy for vol and what to freeze; refuse what cannot be point-in-time."""
         backend = self.backends[vol.kind]
-        if not backend.snapshot_suffix:
+        if not backend.can_snapshot():
             raise FailedPrecondition(
                 f"volume {vol.id} is of kind {vol.kind!r}, which cannot be snapshotted"
             )
         freeze_at: str | None = None
         if self.in_use(vol):
-            if vol.kind == ImageBackend.kind and vol.access_type is AccessType.MOUNT:
+            if backend.can_freeze(vol):
                 freeze_at = self.snapshots.mount_point(vol.id)
             else:
                 what = (
@@ -154,7 +155,7 @@ class GroupSnapshots:
                     "volumes of the group: stop the pods using it, or snapshot it on its own"
                 )
         snap_id = new_snapshot_id()
-        return _Member(vol, backend, snap_id, snapshot_file(backend, snap_id), freeze_at)
+        return _Member(vol, backend, snap_id, backend.snapshot_path(snap_id), freeze_at)
 
     def in_use(self, vol: Volume) -> bool:
         return bool(self.catalog.stagings(vol.id) or self.catalog.publications(vol.id))
@@ -205,6 +206,7 @@ class GroupSnapshots:
                     taken_at,
                     True,
                     m.volume.access_type.value,
+                    m.volume.kind,
                 )
                 for m in members
             ]
@@ -239,11 +241,11 @@ class GroupSnapshots:
             if group is None:
                 return
             check_snapshot_ids(group, snapshot_ids)
-            files = {
-                s: snapshot_file(self.backends[kind], s)
-                for s in group.snapshot_ids
-                if (kind := snap_kind(s, self.backends))
-            }
+            files = {}
+            for snap in filter(None, map(self.catalog.snapshot, group.snapshot_ids)):
+                kind = snapshot_kind(self.catalog, snap)
+                if kind in self.backends:
+                    files[snap.id] = self.backends[kind].snapshot_path(snap.id)
             # Intent, catalog, files: a crash before the files go leaves files nothing refers
             # to, which start-up reconciliation removes (the intent proves them garbage).
             state_dir = next(iter(self.backends.values())).env.state_dir

@@ -19,7 +19,7 @@ import os
 from collections.abc import Callable, Mapping
 from pathlib import Path
 
-from . import loopdev, paths, selinux
+from . import paths, selinux
 from .backends import Backend
 from .config import DriverConfig
 from .models import AccessType, HealthIssue, HealthStatus, Staging, StagingState, Volume
@@ -147,18 +147,8 @@ class HealthChecker:
 
     def staging(self, vol: Volume, st: Staging, view: MountView) -> list[HealthIssue]:
         issues: list[HealthIssue] = []
-        if vol.kind == "image":
-            image = str(self.backends["image"].env.volumes_dir / f"{vol.id}.img")
-            devices = loopdev.find_by_backing_file(image)
-            if st.device and not any(d.path == st.device for d in devices):
-                issues.append(
-                    HealthIssue(
-                        HealthStatus.INACCESSIBLE,
-                        "LoopDeviceDetached",
-                        f"the loop device {st.device} no longer serves the volume's image; unstage and "
-                        "stage the volume again (restart the pods using it)",
-                    )
-                )
+        # What the kind's own storage shows on the node (the image kind: its loop device).
+        issues += self.backends[vol.kind].staged_health(vol, st)
         if vol.access_type is AccessType.BLOCK:
             return issues
         entry = view.staging_mount(st)

@@ -65,6 +65,9 @@ class Snapshot:
     #: The source volume's access type ("block" or "mount"); "" for snapshots taken before the
     #: driver recorded it (then the source volume, if it still exists, tells).
     source_access_type: str = ""
+    #: The kind of the source volume (the backend whose snapshot_path holds the data); "" only
+    #: for a snapshot whose catalog row predates the column and whose kind nothing could tell.
+    kind: str = ""
 
 
 @dataclass(frozen=True)

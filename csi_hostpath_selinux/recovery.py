@@ -15,17 +15,18 @@ from __future__ import annotations
 
 import logging
 import os
-import shutil
 from dataclasses import dataclass, field
 
 from . import freeze, loopdev, paths, statedir
 from .backends import Backend
+from .backends.base import remove_path
 from .errors import DriverError
-from .models import AccessType, Staging, StagingState, is_snapshot_id, is_volume_id
+from .models import AccessType, Staging, StagingState
 from .mounting import NodeVolumes
 from .mounts import read_mountinfo
 from .mounttable import MountView
 from .state import Catalog, tolerate_full_disk
+from .volume_sources import snap_kind
 
 log = logging.getLogger(__name__)
 
@@ -52,6 +53,7 @@ def reconcile(catalog: Catalog, backends: dict[str, Backend], node: NodeVolumes)
     report = Report()
     state_dir = next(iter(backends.values())).env.state_dir
     pending = statedir.intents(state_dir)
+    _record_snapshot_kinds(catalog, backends)
     _remove_orphan_storage(catalog, backends, report, pending)
     _remove_orphan_snapshots(catalog, backends, report, pending)
     for ident in pending:
@@ -78,7 +80,7 @@ def reconcile(catalog: Catalog, backends: dict[str, Backend], node: NodeVolumes)
             report.pending_stagings.append(f"{st.volume_id}@{st.staging_path}")
         elif not node.staging_alive(vol, st):
             report.stale_records.append(f"{st.volume_id}@{st.staging_path}")
-        elif vol.access_type is AccessType.MOUNT and vol.kind == "image":
+        elif backends[vol.kind].can_freeze(vol):
             # A driver killed while copying a snapshot leaves the filesystem frozen: every
             # write of the pod would hang, and the frozen superblock would pin the loop device.
             _thaw(node, st, report)
@@ -131,27 +133,28 @@ def _clean_work_dir(backends: dict[str, Backend], node: NodeVolumes) -> None:
             log.warning("left %s in the work directory: it is not an empty directory", path)
 
 
+def _record_snapshot_kinds(catalog: Catalog, backends: dict[str, Backend]) -> None:
+    """Record the kind of snapshots whose rows predate the catalog's kind column and whose
+    source volume is gone: the one time a snapshot's kind is read from the files on disk."""
+    for snap in catalog.all_snapshots():
+        if not snap.kind and (kind := snap_kind(snap.id, backends)):
+            with tolerate_full_disk(f"the kind of snapshot {snap.id}"):
+                catalog.set_snapshot_kind(snap.id, kind)
+
+
 def _remove_orphan_storage(
     catalog: Catalog, backends: dict[str, Backend], report: Report, pending: set[str]
 ) -> None:
+    """Storage of each kind (its own scan) that no catalog row lists and an intent proves
+    unfinished."""
     known = {v.id for v in catalog.all_volumes()}
     for backend in backends.values():
-        directory = backend.env.volumes_dir
-        if not directory.is_dir():
-            continue
-        for entry in os.scandir(directory):
-            volume_id = entry.name.removesuffix(".img")
-            if not is_volume_id(volume_id) or volume_id in known or volume_id not in pending:
+        for volume_id in sorted(backend.stored_volume_ids() - known):
+            if volume_id not in pending:
                 continue
-            path = directory / entry.name
-            for dev in loopdev.find_by_backing_file(str(path)):
-                loopdev.detach(dev.path)
-            if entry.is_dir(follow_symlinks=False):
-                shutil.rmtree(path)
-            else:
-                path.unlink()
-            report.orphan_storage.append(entry.name)
-        break  # every backend shares the one volumes directory
+            path = backend.volume_path(volume_id)
+            backend.remove_storage(volume_id)
+            report.orphan_storage.append(path.name if path else volume_id)
 
 
 def _remove_orphan_snapshots(
@@ -159,16 +162,13 @@ def _remove_orphan_snapshots(
 ) -> None:
     """Snapshot files whose catalog entry was never written (killed between copy and record)."""
     known = {s.id for s in catalog.all_snapshots()}
-    directory = next(iter(backends.values())).env.snapshots_dir
-    if not directory.is_dir():
-        return
-    for entry in os.scandir(directory):
-        snapshot_id = entry.name.rsplit(".", 1)[0]
-        if not is_snapshot_id(snapshot_id) or snapshot_id in known or snapshot_id not in pending:
-            continue
-        if entry.is_file(follow_symlinks=False):
-            (directory / entry.name).unlink()
-            report.orphan_storage.append(entry.name)
+    for backend in backends.values():
+        for snapshot_id in sorted(backend.stored_snapshot_ids() - known):
+            if snapshot_id not in pending:
+                continue
+            path = backend.snapshot_path(snapshot_id)
+            remove_path(path)
+            report.orphan_storage.append(path.name)
 
 
 def _detach_unused_loops(catalog: Catalog, backends: dict[str, Backend], report: Report) -> None:

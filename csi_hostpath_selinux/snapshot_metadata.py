@@ -31,12 +31,12 @@ import grpc
 
 from ._proto import csi_pb2 as pb
 from ._proto import csi_pb2_grpc as rpc
-from .backends import Backend, ImageBackend
+from .backends import Backend
 from .errors import Internal, InvalidArgument, NotFound, OutOfRange
 from .extents import Extent, Segment, batches, clip, coalesce, delta_plan, differing_blocks
 from .models import AccessType, Snapshot, is_snapshot_id
 from .state import Catalog
-from .volumes import snap_kind, snapshot_file
+from .volume_sources import snapshot_kind
 
 log = logging.getLogger(__name__)
 
@@ -113,13 +113,14 @@ class SnapshotMetadataReader:
                 f"snapshot {snap.id} is of volume {vol.id}, a filesystem volume: snapshot "
                 "metadata is only served for block volumes"
             )
-        kind = vol.kind if vol is not None else snap_kind(snap.id, self.backends)
-        if kind != ImageBackend.kind:
+        kind = snapshot_kind(self.catalog, snap)
+        backend = self.backends.get(kind)
+        if backend is None or not backend.raw_block_snapshots:
             raise InvalidArgument(
                 f"snapshot {snap.id} is of a volume of kind {kind or 'unknown'!r}: snapshot "
                 "metadata is only served for block volumes"
             )
-        return snapshot_file(self.backends[kind], snap.id)
+        return backend.snapshot_path(snap.id)
 
     @contextmanager
     def allocated(self, snapshot_id: str, starting_offset: int) -> Iterator[MetadataStream]:

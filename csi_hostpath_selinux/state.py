@@ -44,7 +44,8 @@ CREATE TABLE IF NOT EXISTS snapshots (
     size_bytes INTEGER NOT NULL,
     created_at REAL NOT NULL,
     ready INTEGER NOT NULL,
-    source_access_type TEXT NOT NULL DEFAULT ''
+    source_access_type TEXT NOT NULL DEFAULT '',
+    kind TEXT NOT NULL DEFAULT ''
 );
 CREATE INDEX IF NOT EXISTS snapshots_by_source ON snapshots(source_volume_id);
 CREATE TABLE IF NOT EXISTS stagings (
@@ -143,6 +144,14 @@ class Catalog:
             if "source_access_type" not in columns:  # catalogs written before it existed
                 db.execute(
                     "ALTER TABLE snapshots ADD COLUMN source_access_type TEXT NOT NULL DEFAULT ''"
+                )
+            if "kind" not in columns:  # catalogs written before snapshots recorded their kind
+                db.execute("ALTER TABLE snapshots ADD COLUMN kind TEXT NOT NULL DEFAULT ''")
+                # The source volume tells, while it exists; recovery fills in the rest.
+                db.execute(
+                    "UPDATE snapshots SET kind = (SELECT kind FROM volumes"
+                    " WHERE volumes.id = snapshots.source_volume_id)"
+                    " WHERE source_volume_id IN (SELECT id FROM volumes)"
                 )
             version = db.execute("PRAGMA user_version").fetchone()[0]
             #: The file held no catalog before this open (missing, 0 bytes, or emptied).
@@ -298,7 +307,9 @@ class Catalog:
         with self.transaction() as db:
             db.execute(
                 "INSERT INTO snapshots (id, name, source_volume_id, size_bytes, created_at, ready,"
-                " source_access_type) VALUES (?,?,?,?,?,?,?)",
+                " source_access_type, kind) VALUES (?,?,?,?,?,?,?,"
+                # a record without a kind takes its source volume's
+                " COALESCE(NULLIF(?, ''), (SELECT kind FROM volumes WHERE id=?), ''))",
                 (
                     snap.id,
                     snap.name,
@@ -307,8 +318,15 @@ class Catalog:
                     snap.created_at,
                     int(snap.ready),
                     snap.source_access_type,
+                    snap.kind,
+                    snap.source_volume_id,
                 ),
             )
+
+    def set_snapshot_kind(self, snapshot_id: str, kind: str) -> None:
+        """Record the kind of a snapshot whose row predates the kind column."""
+        with self.transaction() as db:
+            db.execute("UPDATE snapshots SET kind=? WHERE id=? AND kind=''", (kind, snapshot_id))
 
     def remove_snapshot(self, snapshot_id: str) -> None:
         with self.transaction() as db:
@@ -459,7 +477,8 @@ class Catalog:
             for snap in members:
                 db.execute(
                     "INSERT INTO snapshots (id, name, source_volume_id, size_bytes, created_at,"
-                    " ready, source_access_type) VALUES (?,?,?,?,?,?,?)",
+                    " ready, source_access_type, kind) VALUES (?,?,?,?,?,?,?,"
+                    " COALESCE(NULLIF(?, ''), (SELECT kind FROM volumes WHERE id=?), ''))",
                     (
                         snap.id,
                         snap.name,
@@ -468,6 +487,8 @@ class Catalog:
                         snap.created_at,
                         int(snap.ready),
                         snap.source_access_type,
+                        snap.kind,
+                        snap.source_volume_id,
                     ),
                 )
             db.execute(
@@ -638,11 +659,12 @@ _VOLUME_SELECT = (
     " ephemeral, created_at FROM volumes"
 )
 _SNAPSHOT_SELECT = (
-    "SELECT id, name, source_volume_id, size_bytes, created_at, ready, source_access_type"
+    "SELECT id, name, source_volume_id, size_bytes, created_at, ready, source_access_type, kind"
     " FROM snapshots"
 )
 _SNAPSHOT_PAGE = (
-    "SELECT id, name, source_volume_id, size_bytes, created_at, ready, source_access_type, seq"
+    "SELECT id, name, source_volume_id, size_bytes, created_at, ready, source_access_type, kind,"
+    " seq"
     " FROM snapshots WHERE seq > ?"
 )
 
@@ -671,6 +693,7 @@ def _snapshot(row: tuple[object, ...]) -> Snapshot:
         created_at=float(str(row[4])),
         ready=bool(row[5]),
         source_access_type=str(row[6]),
+        kind=str(row[7]),
     )
 
 

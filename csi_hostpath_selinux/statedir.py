@@ -322,7 +322,7 @@ def scan(state_dir: Path) -> Storage:
     volumes, snapshots = state_dir / "volumes", state_dir / "snapshots"
     if volumes.is_dir():
         for entry in os.scandir(volumes):
-            ident = entry.name.removesuffix(".img")
+            ident = entry.name.partition(".")[0]  # an id, then the kind's suffix
             if is_volume_id(ident):
                 found.volumes[ident] = volumes / entry.name
     if snapshots.is_dir():

@@ -3,19 +3,25 @@
 A backend owns where a volume's data lives and how it is mounted at the staging path. Everything
 that is the same for every kind (request validation, SELinux label checks and verification,
 publishing by bind mount, the catalog, locking) lives in the controller and node layers, so a
-vendor adds a kind of storage by adding one module here and registering it in `__init__`.
+vendor adds a kind of storage by writing one subclass of Backend and registering it
+(`backends.register`, see docs/vendor-guide.md); tests/contract checks that a kind keeps this
+contract. Everything that depends on how a kind lays out its storage (where a volume, a snapshot
+and a clone's source live, what can be frozen, which leftovers are its own, what its health
+signals are) is asked of the backend here, never decided elsewhere by the kind's name.
 """
 
 from __future__ import annotations
 
 import abc
-from collections.abc import Mapping
+import os
+import shutil
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import ClassVar
 
 from ..errors import FailedPrecondition, InvalidArgument
-from ..models import AccessType, HealthIssue, Volume
+from ..models import AccessType, HealthIssue, Staging, Volume, is_snapshot_id, is_volume_id
 from ..mounts import Mounter
 from ..selinux import MountFlags
 
@@ -173,3 +179,97 @@ class Backend(abc.ABC):
     def node_expand(self, volume: Volume, device: str, mount_path: str | None) -> None:
         """Make a grown volume's new size visible on the node (loop capacity, filesystem)."""
         raise FailedPrecondition(f"volumes of kind {self.kind!r} cannot be expanded")
+
+    # layout: where the kind keeps its storage (every path stays under env.state_dir)
+
+    #: Suffix of the name a volume's storage has in env.volumes_dir (".img" for an image file,
+    #: "" for a directory named by the volume id). Two local kinds must not share a suffix.
+    volume_suffix: ClassVar[str] = ""
+
+    def volume_path(self, volume_id: str) -> Path | None:
+        """Where the volume's storage lives under the state directory; None when it lives
+        elsewhere (a network share, a volume group): then the kind has no local orphans."""
+        if not self.stored_in_state_dir:
+            return None
+        return self.env.volumes_dir / f"{volume_id}{self.volume_suffix}"
+
+    def snapshot_path(self, snapshot_id: str) -> Path:
+        """The file a snapshot of this kind is written to (and restored from)."""
+        return self.env.snapshots_dir / f"{snapshot_id}{self.snapshot_suffix}"
+
+    def can_snapshot(self) -> bool:
+        """Whether snapshot() works for this kind (declared by a non-empty snapshot_suffix)."""
+        return bool(self.snapshot_suffix)
+
+    def clone_source(self, volume: Volume) -> Path | None:
+        """What create() receives as `source` to clone volume; None: the kind cannot clone."""
+        return self.volume_path(volume.id)
+
+    def can_freeze(self, volume: Volume) -> bool:
+        """Whether snapshot() freezes the volume while it is mounted (so a group snapshot may
+        include it while pods use it, and start-up thaws what a killed copy left frozen)."""
+        return False
+
+    #: A snapshot of a block volume is a file of the device's bytes at their offsets, holes
+    #: where nothing was written, so the SnapshotMetadata service can read its extents.
+    raw_block_snapshots: ClassVar[bool] = False
+
+    # start-up recovery: what this kind left on disk
+
+    def stored_volume_ids(self) -> set[str]:
+        """Ids of the volumes whose storage of this kind exists on this node (the orphan scan:
+        recovery removes those the catalog does not list and an intent proves unfinished)."""
+        return _ids_in(self.env.volumes_dir, self.volume_suffix, is_volume_id, self.volume_path)
+
+    def remove_storage(self, volume_id: str) -> None:
+        """Remove an orphan's storage, known only by its id (no catalog record); idempotent.
+        Never follows a symlink: a link in the storage's place is removed, not its target."""
+        path = self.volume_path(volume_id)
+        if path is not None:
+            remove_path(path)
+
+    def stored_snapshot_ids(self) -> set[str]:
+        """Ids of the snapshots whose files of this kind exist on this node."""
+        if not self.can_snapshot():
+            return set()
+        return _ids_in(
+            self.env.snapshots_dir, self.snapshot_suffix, is_snapshot_id, self.snapshot_path
+        )
+
+    def staged_health(self, volume: Volume, staging: Staging) -> list[HealthIssue]:
+        """Node-side signals of a staged volume's storage (a detached loop device, say); the
+        node layer checks the mount itself. [] when healthy or when the kind has none."""
+        return []
+
+
+def _ids_in(
+    directory: Path,
+    suffix: str,
+    valid: Callable[[str], bool],
+    path_of: Callable[[str], Path | None],
+) -> set[str]:
+    """The ids whose `path_of(id)` is an entry of directory named id + suffix."""
+    try:
+        names = os.listdir(directory)
+    except FileNotFoundError:
+        return set()
+    found = set()
+    for name in names:
+        if not name.endswith(suffix):
+            continue
+        ident = name[: len(name) - len(suffix)] if suffix else name
+        if valid(ident) and path_of(ident) == directory / name:
+            found.add(ident)
+    return found
+
+
+def remove_path(path: Path) -> None:
+    """Remove a file, a symlink (not its target) or a directory tree; a missing one is fine."""
+    try:
+        if path.is_dir() and not path.is_symlink():
+            # rmtree removes links inside the tree, never what they point to.
+            shutil.rmtree(path)
+        else:
+            path.unlink()
+    except FileNotFoundError:
+        pass

@@ -15,8 +15,8 @@ from pathlib import Path
 from typing import ClassVar
 
 from ..models import HealthIssue, HealthStatus, Volume
+from ._files import run_tool
 from .base import Backend, StageRequest
-from .image import run_tool
 
 
 class DirectoryBackend(Backend):

@@ -9,36 +9,24 @@ from __future__ import annotations
 
 import errno
 import os
-import shutil
-import subprocess
 from collections.abc import Mapping
 from pathlib import Path
 from typing import ClassVar
 
 from .. import freeze, loopdev
-from ..errors import FailedPrecondition, Internal, InvalidArgument, ResourceExhausted
-from ..models import AccessType, HealthIssue, HealthStatus, Volume
+from ..errors import FailedPrecondition, InvalidArgument, ResourceExhausted
+from ..models import AccessType, HealthIssue, HealthStatus, Staging, Volume
+from ._files import copy_sparse, has_sys_resource
+from ._imagefs import (
+    MIB,
+    MINIMUM_BYTES,
+    grow_copied_filesystem,
+    grow_mounted_filesystem,
+    make_filesystem,
+)
 from .base import Backend, StageRequest
 
-MIB = 1024 * 1024
-
-#: mkfs commands per filesystem: quiet, no discard (the image is sparse already), lazy init so
-#: a 10 GiB filesystem is made in well under a second.
-MKFS: dict[str, list[str]] = {
-    "ext4": [
-        "mkfs.ext4",
-        "-q",
-        "-F",
-        "-m",
-        "0",
-        "-E",
-        "lazy_itable_init=1,lazy_journal_init=1,nodiscard",
-    ],
-    "xfs": ["mkfs.xfs", "-q", "-f", "-K"],
-}
-
-#: The smallest filesystem each mkfs accepts (xfsprogs refuses filesystems under 300 MiB).
-MINIMUM_BYTES = {"ext4": 8 * MIB, "xfs": 300 * MIB, "": MIB}
+__all__ = ["ImageBackend", "has_sys_resource"]
 
 
 class ImageBackend(Backend):
@@ -47,6 +35,9 @@ class ImageBackend(Backend):
     fs_types: ClassVar[tuple[str, ...]] = ("ext4", "xfs")
     default_fs_type: ClassVar[str] = "ext4"
     node_expansion: ClassVar[bool] = True
+    volume_suffix: ClassVar[str] = ".img"
+    snapshot_suffix: ClassVar[str] = ".img"
+    raw_block_snapshots: ClassVar[bool] = True
 
     def known_parameters(self) -> set[str]:
         return {"allowVolumeModeChange"}
@@ -58,7 +49,10 @@ class ImageBackend(Backend):
         return params
 
     def image_path(self, volume_id: str) -> Path:
-        return self.env.volumes_dir / f"{volume_id}.img"
+        return self.env.volumes_dir / f"{volume_id}{self.volume_suffix}"
+
+    def volume_path(self, volume_id: str) -> Path:
+        return self.image_path(volume_id)
 
     def minimum_bytes(self, fs_type: str) -> int:
         return MINIMUM_BYTES.get(fs_type, MIB)
@@ -76,7 +70,7 @@ class ImageBackend(Backend):
                     if self.env.preallocate:
                         os.posix_fallocate(f.fileno(), 0, volume.capacity_bytes)
                 if grown and volume.access_type is AccessType.MOUNT:
-                    self.grow_copied_filesystem(volume, path)
+                    grow_copied_filesystem(self.env, volume, path)
             else:
                 fd = os.open(
                     path, os.O_CREAT | os.O_EXCL | os.O_WRONLY | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600
@@ -88,10 +82,7 @@ class ImageBackend(Backend):
                 finally:
                     os.close(fd)
                 if volume.access_type is AccessType.MOUNT:
-                    run_tool(
-                        [*MKFS[volume.fs_type], str(path)],
-                        f"formatting the volume as {volume.fs_type}",
-                    )
+                    make_filesystem(volume.fs_type, path)
         except OSError as exc:
             path.unlink(missing_ok=True)
             if exc.errno == errno.ENOSPC:
@@ -103,41 +94,11 @@ class ImageBackend(Backend):
             path.unlink(missing_ok=True)
             raise
 
-    def grow_copied_filesystem(self, volume: Volume, path: Path) -> None:
-        """A restore or clone into a larger volume: the image was grown, and its filesystem must
-        fill it, or the pod sees the snapshot's size instead of the size its claim asked for.
-
-        Done here, before the volume is ever staged, so neither path needs CAP_SYS_RESOURCE
-        (ext4's online resize demands it): ext4 is checked and grown offline on the image file
-        (a snapshot of a frozen, mounted filesystem needs its journal replayed first); xfs can
-        only grow while mounted, so it is mounted for the moment at a private directory of the
-        driver's (start-up reconciliation unmounts what a kill leaves there).
-        """
-        if volume.fs_type == "xfs":
-            work = self.env.work_dir / f"grow-{volume.id}"
-            work.mkdir(parents=True, mode=0o700)
-            try:
-                device = loopdev.attach(str(path), read_only=False).path
-                try:
-                    # nouuid: the source of the copy may be mounted, with the same UUID.
-                    self.env.mounter.mount(device, str(work), "xfs", ["nouuid"])
-                    try:
-                        run_tool(["xfs_growfs", "-d", str(work)], "growing the restored xfs")
-                    finally:
-                        self.env.mounter.unmount(str(work))
-                finally:
-                    loopdev.detach(device)
-            finally:
-                work.rmdir()
-        else:
-            # e2fsck exits 1 when it corrected something (a replayed journal): still a success.
-            run_tool(
-                ["e2fsck", "-f", "-y", str(path)], "checking the restored ext4", ok_codes=(0, 1)
-            )
-            run_tool(["resize2fs", str(path)], "growing the restored ext4 to the volume's size")
-
     def delete(self, volume: Volume, secrets: Mapping[str, str]) -> None:
-        path = self.image_path(volume.id)
+        self.remove_storage(volume.id)
+
+    def remove_storage(self, volume_id: str) -> None:
+        path = self.image_path(volume_id)
         for dev in loopdev.find_by_backing_file(str(path)):
             loopdev.detach(dev.path)
         path.unlink(missing_ok=True)
@@ -188,8 +149,6 @@ class ImageBackend(Backend):
         for dev in loopdev.find_by_backing_file(image):
             loopdev.detach(dev.path)
 
-    snapshot_suffix: ClassVar[str] = ".img"
-
     def snapshot(self, volume: Volume, dest: Path, mount_point: str | None) -> int:
         """Copy the image; a mounted filesystem is frozen for the copy and thawed after."""
         source = self.image_path(volume.id)
@@ -231,25 +190,11 @@ class ImageBackend(Backend):
         )
         for dev in devices:
             loopdev.refresh_capacity(dev)
-        if volume.access_type is AccessType.BLOCK or not devices:
-            return
-        if volume.fs_type == "xfs":
-            if mount_path is None:
-                raise FailedPrecondition(
-                    f"volume {volume.id} must be mounted to grow its xfs filesystem"
-                )
-            run_tool(["xfs_growfs", "-d", mount_path], "growing the xfs filesystem")
-        else:
-            try:
-                run_tool(["resize2fs", devices[0]], "growing the ext4 filesystem")
-            except Internal as exc:
-                if "Permission denied to resize" in exc.message and not has_sys_resource():
-                    raise FailedPrecondition(
-                        f"growing volume {volume.id}'s ext4 filesystem while it is mounted needs "
-                        "CAP_SYS_RESOURCE, which the driver's process lacks: run the driver's "
-                        "container privileged"
-                    ) from exc
-                raise
+        if volume.access_type is AccessType.MOUNT and devices:
+            grow_mounted_filesystem(volume, devices[0], mount_path)
+
+    def can_freeze(self, volume: Volume) -> bool:
+        return volume.access_type is AccessType.MOUNT
 
     def health(self, volume: Volume) -> list[HealthIssue]:
         path = self.image_path(volume.id)
@@ -274,44 +219,15 @@ class ImageBackend(Backend):
             ]
         return []
 
-
-def copy_sparse(source: Path, dest: Path) -> None:
-    """Copy an image keeping holes (and sharing extents where the filesystem can reflink)."""
-    cp = shutil.which("cp") or "/bin/cp"
-    run_tool(
-        [cp, "--sparse=always", "--reflink=auto", "--no-dereference", str(source), str(dest)],
-        "copying the volume image",
-    )
-
-
-def run_tool(argv: list[str], what: str, ok_codes: tuple[int, ...] = (0,)) -> None:
-    """Run a helper tool from an argv list; raise Internal with its stderr when it exits with
-    a code outside ok_codes."""
-    try:
-        proc = subprocess.run(
-            argv, capture_output=True, text=True, check=False, timeout=600, stdin=subprocess.DEVNULL
-        )
-    except FileNotFoundError as exc:
-        raise FailedPrecondition(
-            f"{what} needs {argv[0]!r}, which is not installed in the driver's image"
-        ) from exc
-    if proc.returncode not in ok_codes:
-        detail = (proc.stderr or proc.stdout).strip().splitlines()
-        raise Internal(
-            f"{what} failed: {argv[0]} exited {proc.returncode}: {' '.join(detail[-3:])}"
-        )
-
-
-CAP_SYS_RESOURCE = 24
-
-
-def has_sys_resource() -> bool:
-    """True when this process holds CAP_SYS_RESOURCE (ext4's online resize demands it)."""
-    try:
-        with open("/proc/self/status", encoding="ascii") as f:
-            for line in f:
-                if line.startswith("CapEff:"):
-                    return bool(int(line.split()[1], 16) >> CAP_SYS_RESOURCE & 1)
-    except OSError:
-        pass
-    return False
+    def staged_health(self, volume: Volume, staging: Staging) -> list[HealthIssue]:
+        devices = loopdev.find_by_backing_file(str(self.image_path(volume.id)))
+        if staging.device and not any(d.path == staging.device for d in devices):
+            return [
+                HealthIssue(
+                    HealthStatus.INACCESSIBLE,
+                    "LoopDeviceDetached",
+                    f"the loop device {staging.device} no longer serves the volume's image; "
+                    "unstage and stage the volume again (restart the pods using it)",
+                )
+            ]
+        return []

@@ -22,6 +22,7 @@ from csi_hostpath_selinux import freeze, loopdev
 from csi_hostpath_selinux._proto import csi_pb2 as pb
 from csi_hostpath_selinux._proto import csi_pb2_grpc as rpc
 from csi_hostpath_selinux.backends import BACKENDS, Backend, BackendEnv
+from csi_hostpath_selinux.backends import _files as backend_files
 from csi_hostpath_selinux.backends import image as image_backend
 from csi_hostpath_selinux.config import DriverConfig
 from csi_hostpath_selinux.errors import FailedPrecondition, Internal, Unavailable
@@ -369,7 +370,7 @@ def test_a_failing_copy_still_thaws_every_filesystem(
     in_process: InProcess, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     vols = [in_process.mounted_volume(n) for n in ("a", "b")]
-    real_copy = image_backend.copy_sparse
+    real_copy = backend_files.copy_sparse  # what image.py imported; patched there below
     seen: list[list[bool]] = []
 
     def copy_then_fail(source: Path, dest: Path) -> None:

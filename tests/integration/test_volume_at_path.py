@@ -19,6 +19,7 @@ import pytest
 from csi_hostpath_selinux import freeze, loopdev
 from csi_hostpath_selinux._proto import csi_pb2 as pb
 from csi_hostpath_selinux.backends import BACKENDS, Backend, BackendEnv
+from csi_hostpath_selinux.backends import _files as backend_files
 from csi_hostpath_selinux.backends import image as image_backend
 from csi_hostpath_selinux.config import DriverConfig
 from csi_hostpath_selinux.group_snapshots import GroupSnapshots
@@ -217,7 +218,7 @@ def linked(tmp_path: Path) -> Iterator[LinkedKubelet]:
 
 def record_freezes(monkeypatch: pytest.MonkeyPatch, stagings: list[str]) -> list[list[bool]]:
     """Make every image copy note whether each staged filesystem is frozen while it runs."""
-    real_copy = image_backend.copy_sparse
+    real_copy = backend_files.copy_sparse  # what image.py imported; patched there below
     seen: list[list[bool]] = []
 
     def copy(source: Path, dest: Path) -> None:

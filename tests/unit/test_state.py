@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sqlite3
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -104,7 +105,7 @@ def test_stagings_publications_snapshots(tmp_path: Path) -> None:
     cat.remove_publication(vol.id, "/t")
     cat.remove_staging(vol.id, "/s")
     assert cat.publications() == [] and cat.stagings() == []
-    snap = Snapshot(new_snapshot_id(), "snap-a", vol.id, 123, 2.0, True)
+    snap = Snapshot(new_snapshot_id(), "snap-a", vol.id, 123, 2.0, True, kind=vol.kind)
     cat.add_snapshot(snap)
     assert cat.snapshot(snap.id) == snap
     assert cat.snapshot_by_name("snap-a") == snap
@@ -160,5 +161,43 @@ def test_claims_are_the_path_and_its_parents_by_whole_components(tmp_path: Path)
         assert catalog.claims("/k/plugins/ab") == []
         assert catalog.claims("/k/pods/p/mount/x") == [("vol-b", "/k/pods/p/mount")]
         assert catalog.claims("/k/pods/p") == []
+    finally:
+        catalog.close()
+
+
+def test_a_catalog_from_before_snapshot_kinds_opens_and_records_them(tmp_path: Path) -> None:
+    """Catalogs written before snapshots recorded their kind get the column, filled in from the
+    source volume while it exists (recovery records the rest); a new snapshot recorded without a
+    kind takes its volume's."""
+    path = tmp_path / "old.sqlite"
+    vol = volume("v1")
+    catalog = Catalog(path)
+    catalog.add_volume(vol)
+    catalog.close()
+    live, gone = f"snap-{'a' * 32}", f"snap-{'b' * 32}"
+    db = sqlite3.connect(path)
+    db.executescript(
+        "DROP TABLE snapshots;"
+        "CREATE TABLE snapshots (seq INTEGER PRIMARY KEY AUTOINCREMENT, id TEXT NOT NULL UNIQUE,"
+        " name TEXT NOT NULL UNIQUE, source_volume_id TEXT NOT NULL, size_bytes INTEGER NOT NULL,"
+        " created_at REAL NOT NULL, ready INTEGER NOT NULL,"
+        " source_access_type TEXT NOT NULL DEFAULT '');"
+    )
+    db.executemany(
+        "INSERT INTO snapshots (id, name, source_volume_id, size_bytes, created_at, ready)"
+        " VALUES (?, ?, ?, 1, 1.0, 1)",
+        [(live, "of-a-live-volume", vol.id), (gone, "of-a-gone-volume", f"vol-{'c' * 32}")],
+    )
+    db.commit()
+    db.close()
+    catalog = Catalog(path)
+    try:
+        assert [(s.id, s.kind) for s in catalog.all_snapshots()] == [(live, "image"), (gone, "")]
+        catalog.set_snapshot_kind(gone, "directory")
+        catalog.set_snapshot_kind(live, "directory")  # a recorded kind is never overwritten
+        assert [s.kind for s in catalog.all_snapshots()] == ["image", "directory"]
+        new = Snapshot(new_snapshot_id(), "new", vol.id, 2, 2.0, True, "mount")
+        catalog.add_snapshot(new)
+        assert catalog.snapshot(new.id) == replace(new, kind="image")
     finally:
         catalog.close()

@@ -1,0 +1,327 @@
+"""The controller domain (volumes.py, sizing.py, volume_sources.py, volume_requests.py) over
+the test kind `fake`: plain files in a temporary state directory, no root, no mounts.
+
+What a CSI client would see: the volume returned, the error class (the gRPC code, via
+status.py) and its message, and the storage on disk.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from csi_hostpath_selinux import recovery, statedir
+from csi_hostpath_selinux.backends import Backend, BackendEnv, DirectoryBackend, FakeBackend
+from csi_hostpath_selinux.backends.base import remove_path
+from csi_hostpath_selinux.config import DriverConfig
+from csi_hostpath_selinux.errors import (
+    AlreadyExists,
+    FailedPrecondition,
+    InvalidArgument,
+    NotFound,
+    OutOfRange,
+    ResourceExhausted,
+)
+from csi_hostpath_selinux.fake_mounts import FakeMounter
+from csi_hostpath_selinux.locks import OperationLocks
+from csi_hostpath_selinux.metrics import Metrics
+from csi_hostpath_selinux.models import (
+    AccessMode,
+    AccessType,
+    Capability,
+    Snapshot,
+    Staging,
+    StagingState,
+    Volume,
+    new_snapshot_id,
+)
+from csi_hostpath_selinux.mounting import NodeVolumes
+from csi_hostpath_selinux.selinux import SELinuxSupport
+from csi_hostpath_selinux.state import Catalog
+from csi_hostpath_selinux.volumes import CapacityRange, ContentSource, VolumeManager
+
+MIB = 1024 * 1024
+MOUNT = Capability(AccessType.MOUNT, AccessMode.SINGLE_NODE_WRITER)
+BLOCK = Capability(AccessType.BLOCK, AccessMode.SINGLE_NODE_WRITER)
+FAKE = {"kind": "fake"}
+
+
+@dataclass
+class Controller:
+    config: DriverConfig
+    catalog: Catalog
+    backends: dict[str, Backend]
+    volumes: VolumeManager
+
+    @property
+    def fake(self) -> FakeBackend:
+        backend = self.backends["fake"]
+        assert isinstance(backend, FakeBackend)
+        return backend
+
+    def create(
+        self,
+        name: str,
+        required: int = MIB,
+        limit: int = 0,
+        source: ContentSource | None = None,
+        parameters: dict[str, str] | None = None,
+    ) -> Volume:
+        return self.volumes.create(
+            name, CapacityRange(required, limit), [MOUNT], parameters or FAKE, {}, source
+        )
+
+    def snapshot(self, vol: Volume) -> Snapshot:
+        """What SnapshotManager.create does, through the backend's own snapshot path."""
+        backend = self.backends[vol.kind]
+        snap_id = new_snapshot_id()
+        size = backend.snapshot(vol, backend.snapshot_path(snap_id), None)
+        snap = Snapshot(snap_id, f"snap-{vol.name}", vol.id, vol.capacity_bytes, 1.0, True, "mount")
+        assert size >= 0
+        self.catalog.add_snapshot(snap)
+        stored = self.catalog.snapshot(snap_id)
+        assert stored is not None
+        return stored
+
+    def data(self, vol: Volume) -> Path:
+        return self.fake.data_path(vol.id)
+
+
+def make_controller(state_dir: Path, **config: int) -> Controller:
+    cfg = DriverConfig(node_id="n1", state_dir=state_dir, default_volume_bytes=4 * MIB, **config)  # type: ignore[arg-type]
+    state_dir.mkdir(parents=True, exist_ok=True)
+    catalog = Catalog(cfg.catalog_path)
+    env = BackendEnv(state_dir, FakeMounter())
+    backends: dict[str, Backend] = {"fake": FakeBackend(env), "directory": DirectoryBackend(env)}
+    return Controller(
+        cfg, catalog, backends, VolumeManager(cfg, catalog, backends, OperationLocks())
+    )
+
+
+@pytest.fixture
+def ctl(tmp_path: Path) -> Iterator[Controller]:
+    controller = make_controller(tmp_path / "state")
+    yield controller
+    controller.catalog.close()
+
+
+# create and its idempotence
+
+
+def test_create_makes_storage_of_the_chosen_size(ctl: Controller) -> None:
+    vol = ctl.create("pvc-a", required=3 * MIB + 1)
+    assert vol.kind == "fake" and vol.capacity_bytes == 4 * MIB  # rounded up to MiB
+    assert ctl.data(vol).stat().st_size == 4 * MIB
+    assert ctl.catalog.volume(vol.id) == vol
+
+
+def test_create_again_with_the_same_request_returns_the_same_volume(ctl: Controller) -> None:
+    vol = ctl.create("pvc-a", required=2 * MIB)
+    assert ctl.create("pvc-a", required=2 * MIB) == vol
+    assert ctl.create("pvc-a", required=MIB) == vol  # the existing volume satisfies it
+    assert len(ctl.fake.stored_volume_ids()) == 1
+
+
+def test_create_again_with_another_request_is_already_exists(ctl: Controller) -> None:
+    ctl.create("pvc-a", required=2 * MIB)
+    with pytest.raises(AlreadyExists, match="capacity"):
+        ctl.create("pvc-a", required=8 * MIB)
+    with pytest.raises(AlreadyExists, match="kind"):
+        ctl.create("pvc-a", required=2 * MIB, parameters={"kind": "directory"})
+
+
+def test_bad_requests_change_nothing_on_disk(ctl: Controller) -> None:
+    with pytest.raises(InvalidArgument, match="unknown volume kind 'tape'"):
+        ctl.create("pvc-a", parameters={"kind": "tape"})
+    with pytest.raises(InvalidArgument, match="unknown parameter"):
+        ctl.create("pvc-a", parameters={"kind": "fake", "colour": "blue"})
+    with pytest.raises(InvalidArgument, match="block access"):
+        ctl.volumes.create("pvc-a", CapacityRange(MIB), [BLOCK], FAKE, {}, None)
+    with pytest.raises(InvalidArgument, match="name is required"):
+        ctl.create("")
+    assert ctl.fake.stored_volume_ids() == set() and ctl.catalog.volume_count() == 0
+
+
+# capacity
+
+
+def test_sizes_follow_the_capacity_range(ctl: Controller) -> None:
+    assert ctl.create("default", required=0).capacity_bytes == 4 * MIB  # --default size
+    assert ctl.create("limited", required=0, limit=2 * MIB).capacity_bytes == 2 * MIB
+    with pytest.raises(InvalidArgument, match="larger than limit_bytes"):
+        ctl.create("inverted", required=3 * MIB, limit=2 * MIB)
+    with pytest.raises(OutOfRange, match="rounded to MiB"):
+        ctl.create("too-tight", required=MIB + 1, limit=MIB + 2)
+    with pytest.raises(OutOfRange, match="largest volume"):
+        ctl.create("huge", required=2048 * 1024 * MIB)
+
+
+def test_max_volumes_per_node_and_capacity_are_enforced(tmp_path: Path) -> None:
+    ctl = make_controller(tmp_path / "state", max_volumes_per_node=2, max_capacity_bytes=5 * MIB)
+    try:
+        ctl.create("a", required=2 * MIB)
+        with pytest.raises(ResourceExhausted, match="--capacity"):
+            ctl.create("b", required=4 * MIB)
+        ctl.create("b", required=3 * MIB)
+        with pytest.raises(ResourceExhausted, match="--max-volumes-per-node"):
+            ctl.create("c")
+        assert len(ctl.fake.stored_volume_ids()) == 2
+    finally:
+        ctl.catalog.close()
+
+
+# delete
+
+
+def test_delete_removes_the_storage_and_is_idempotent(ctl: Controller) -> None:
+    vol = ctl.create("pvc-a")
+    ctl.volumes.delete(vol.id, {})
+    assert ctl.catalog.volume(vol.id) is None
+    assert not ctl.fake.volume_path(vol.id).exists()
+    ctl.volumes.delete(vol.id, {})  # already gone
+    ctl.volumes.delete("vol-not-ours", {})  # never created by this driver
+    with pytest.raises(InvalidArgument):
+        ctl.volumes.delete("", {})
+
+
+def test_delete_of_a_staged_volume_is_refused(ctl: Controller) -> None:
+    vol = ctl.create("pvc-a")
+    ctl.catalog.put_staging(
+        Staging(vol.id, "/s", None, (), "", AccessType.MOUNT, StagingState.READY)
+    )
+    with pytest.raises(FailedPrecondition, match="still staged at /s"):
+        ctl.volumes.delete(vol.id, {})
+    assert ctl.data(vol).exists()
+
+
+# snapshots and clones
+
+
+def test_restore_copies_the_snapshot_and_grows_to_the_request(ctl: Controller) -> None:
+    vol = ctl.create("pvc-a", required=2 * MIB)
+    with open(ctl.data(vol), "r+b") as f:
+        f.write(b"written before the snapshot")
+    snap = ctl.snapshot(vol)
+    assert snap.kind == "fake"  # recorded from the source volume
+    restored = ctl.create("pvc-b", required=3 * MIB, source=ContentSource("snapshot", snap.id))
+    data = ctl.data(restored).read_bytes()
+    assert data.startswith(b"written before the snapshot") and len(data) == 3 * MIB
+    with pytest.raises(OutOfRange, match="smaller than snapshot"):
+        ctl.create("pvc-c", required=MIB, limit=MIB, source=ContentSource("snapshot", snap.id))
+    with pytest.raises(NotFound):
+        ctl.create("pvc-d", source=ContentSource("snapshot", new_snapshot_id()))
+
+
+def test_a_snapshot_restores_after_its_volume_is_deleted(ctl: Controller) -> None:
+    """The catalog's kind of the snapshot tells which backend holds it: no file probing."""
+    vol = ctl.create("pvc-a", required=2 * MIB)
+    snap = ctl.snapshot(vol)
+    ctl.volumes.delete(vol.id, {})
+    restored = ctl.create("pvc-b", required=2 * MIB, source=ContentSource("snapshot", snap.id))
+    assert ctl.data(restored).stat().st_size == 2 * MIB
+
+
+def test_restore_into_another_kind_is_refused(ctl: Controller) -> None:
+    snap = ctl.snapshot(ctl.create("pvc-a"))
+    with pytest.raises(InvalidArgument, match="'fake' volume; it cannot restore into"):
+        ctl.create(
+            "pvc-b", source=ContentSource("snapshot", snap.id), parameters={"kind": "directory"}
+        )
+    assert ctl.catalog.volume_by_name("pvc-b") is None
+
+
+def test_clone_copies_the_volume(ctl: Controller) -> None:
+    vol = ctl.create("pvc-a", required=2 * MIB)
+    ctl.data(vol).write_bytes(b"x" * (2 * MIB))
+    clone = ctl.create("pvc-b", required=2 * MIB, source=ContentSource("volume", vol.id))
+    assert ctl.data(clone).read_bytes() == b"x" * (2 * MIB)
+    assert clone.content_source == f"volume:{vol.id}"
+    with pytest.raises(OutOfRange, match="smaller than its source volume"):
+        ctl.create("pvc-c", required=MIB, limit=MIB, source=ContentSource("volume", vol.id))
+    with pytest.raises(InvalidArgument, match="cannot be cloned into kind 'directory'"):
+        ctl.create(
+            "pvc-d", source=ContentSource("volume", vol.id), parameters={"kind": "directory"}
+        )
+
+
+# expand
+
+
+def test_expand_grows_the_storage_and_never_shrinks(ctl: Controller) -> None:
+    vol = ctl.create("pvc-a", required=2 * MIB)
+    assert ctl.volumes.expand(vol.id, CapacityRange(5 * MIB - 1)) == (5 * MIB, False)
+    assert ctl.data(vol).stat().st_size == 5 * MIB
+    assert ctl.volumes.expand(vol.id, CapacityRange(MIB)) == (5 * MIB, False)  # no shrink
+    stored = ctl.catalog.volume(vol.id)
+    assert stored is not None and stored.capacity_bytes == 5 * MIB
+    with pytest.raises(InvalidArgument, match="capacity_range is required"):
+        ctl.volumes.expand(vol.id, CapacityRange())
+    with pytest.raises(OutOfRange):
+        ctl.volumes.expand(vol.id, CapacityRange(2048 * 1024 * MIB))
+    with pytest.raises(NotFound):
+        ctl.volumes.expand("vol-" + "0" * 32, CapacityRange(MIB))
+
+
+# start-up recovery of the fake kind's leftovers
+
+
+def test_recovery_removes_an_unfinished_fake_volume_and_snapshot(ctl: Controller) -> None:
+    """A kind's own orphan scan: storage of a create killed before its catalog row, and a
+    snapshot file killed before its row, both proven unfinished by their intents."""
+    vol = ctl.create("pvc-a")
+    snap = ctl.snapshot(vol)
+    orphan_vol = Volume(**{**vol.__dict__, "id": "vol-" + "e" * 32, "name": "lost"})
+    ctl.fake.create(orphan_vol, {}, None)
+    orphan_snap = new_snapshot_id()
+    ctl.fake.snapshot(vol, ctl.fake.snapshot_path(orphan_snap), None)
+    for ident in (orphan_vol.id, orphan_snap):
+        (ctl.config.state_dir / statedir.INTENTS_DIR).mkdir(exist_ok=True)
+        (ctl.config.state_dir / statedir.INTENTS_DIR / ident).touch()
+    node = NodeVolumes(
+        ctl.config,
+        ctl.catalog,
+        ctl.backends,
+        FakeMounter(),
+        OperationLocks(),
+        lambda: SELinuxSupport(False, False, False, False, None),
+        Metrics(),
+    )
+    report = recovery.reconcile(ctl.catalog, ctl.backends, node)
+    assert sorted(report.orphan_storage) == sorted([f"{orphan_vol.id}.fake", f"{orphan_snap}.fake"])
+    assert ctl.fake.stored_volume_ids() == {vol.id}
+    assert ctl.fake.stored_snapshot_ids() == {snap.id}
+
+
+def test_recovery_records_the_kind_of_a_snapshot_from_before_the_column(ctl: Controller) -> None:
+    vol = ctl.create("pvc-a")
+    snap = ctl.snapshot(vol)
+    ctl.volumes.delete(vol.id, {})
+    with ctl.catalog.transaction() as db:  # as the migration leaves a row whose volume is gone
+        db.execute("UPDATE snapshots SET kind='' WHERE id=?", (snap.id,))
+    node = NodeVolumes(
+        ctl.config,
+        ctl.catalog,
+        ctl.backends,
+        FakeMounter(),
+        OperationLocks(),
+        lambda: SELinuxSupport(False, False, False, False, None),
+        Metrics(),
+    )
+    recovery.reconcile(ctl.catalog, ctl.backends, node)
+    stored = ctl.catalog.snapshot(snap.id)
+    assert stored is not None and stored.kind == "fake"
+
+
+def test_remove_path_never_follows_a_link(tmp_path: Path) -> None:
+    target = tmp_path / "target"
+    target.mkdir()
+    (target / "f").write_text("kept")
+    link = tmp_path / "link"
+    link.symlink_to(target)
+    remove_path(link)
+    remove_path(link)  # a missing one is fine
+    assert not os.path.lexists(link) and (target / "f").read_text() == "kept"
