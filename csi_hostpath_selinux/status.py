@@ -30,7 +30,6 @@ _CODES: dict[type[Exception], grpc.StatusCode] = {
     # The SELinux package's own errors (it imports nothing of the driver, so no DriverError).
     sel.SELinuxError: grpc.StatusCode.INTERNAL,
     sel.InvalidMountFlags: grpc.StatusCode.INVALID_ARGUMENT,
-    sel.LabelConflict: grpc.StatusCode.FAILED_PRECONDITION,
     sel.LabelNotApplied: grpc.StatusCode.INTERNAL,
 }
 

@@ -13,7 +13,7 @@ anything else of this driver (tests/unit/test_selinux_package.py checks that).
 
 from __future__ import annotations
 
-from .errors import InvalidMountFlags, LabelConflict, LabelNotApplied, SELinuxError
+from .errors import InvalidMountFlags, LabelNotApplied, SELinuxError
 from .labels import MAX_CATEGORY, MAX_SENSITIVITY, SELinuxLabel, label_difference, same_label
 from .mountinfo import MountInfoEntry, parse_mountinfo, parse_mountinfo_line
 from .options import MountFlags, parse_mount_flags
@@ -39,7 +39,6 @@ __all__ = [
     "SELINUX_OPTION_KEYS",
     "STAGE_DEFAULT_OPTIONS",
     "InvalidMountFlags",
-    "LabelConflict",
     "LabelNotApplied",
     "MountFlags",
     "MountInfoEntry",

@@ -2,13 +2,12 @@
 author (kubelet copies it into the pod's events).
 
 The package imports nothing from the driver around it; the driver maps these classes to gRPC
-codes (csi_hostpath_selinux/status.py): InvalidMountFlags is INVALID_ARGUMENT, LabelConflict
-FAILED_PRECONDITION, LabelNotApplied INTERNAL.
+codes (csi_hostpath_selinux/status.py): InvalidMountFlags is INVALID_ARGUMENT, LabelNotApplied
+INTERNAL. A label conflict is the node's to decide (it knows the stagings): policy.conflict_message
+writes its words.
 """
 
 from __future__ import annotations
-
-from .policy import conflict_message
 
 
 class SELinuxError(Exception):
@@ -29,18 +28,6 @@ class InvalidMountFlags(SELinuxError):
         super().__init__(message)
         self.option = option
         self.reason = reason or message
-
-
-class LabelConflict(SELinuxError):
-    """A volume is mounted on this node with one label (``have``, None for none) at ``where``, and
-    a pod asks for another (``want``)."""
-
-    def __init__(self, volume_id: str, where: str, have: str | None, want: str | None) -> None:
-        super().__init__(conflict_message(volume_id, where, have, want))
-        self.volume_id = volume_id
-        self.where = where
-        self.have = have
-        self.want = want
 
 
 class LabelNotApplied(SELinuxError):

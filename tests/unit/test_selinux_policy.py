@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from csi_hostpath_selinux.selinux.errors import InvalidMountFlags, LabelConflict
+from csi_hostpath_selinux.selinux.errors import InvalidMountFlags
 from csi_hostpath_selinux.selinux.options import parse_mount_flags
 from csi_hostpath_selinux.selinux.policy import conflict_message, with_label_extras
 
@@ -110,10 +110,3 @@ def test_with_label_extras(
     before = list(options)
     assert with_label_extras(options, extras, labelled) == expected
     assert options == before  # the input is not modified
-
-
-def test_label_conflict_carries_its_data_and_the_message_for_the_pod_author() -> None:
-    error = LabelConflict("vol-1", "/stage", L1, L2)
-    assert (error.volume_id, error.where, error.have, error.want) == ("vol-1", "/stage", L1, L2)
-    assert error.message == conflict_message("vol-1", "/stage", L1, L2)
-    assert str(error) == error.message
