@@ -4,6 +4,10 @@ kubelet names an inline volume with its own handle (not one of this driver's ids
 attributes in volume_context. The volume is recorded under the name "ephemeral-<handle>", staged
 at a private path under the state directory and published like any other; unpublish undoes all
 three. kubelet never sends an SELinux context for inline volumes.
+
+It is the one module that uses both sides: it creates the volume with the controller's
+VolumeManager (the default kind unless the attributes name one) and mounts it with the node's
+NodeVolumes; the node modules themselves never import controller logic.
 """
 
 from __future__ import annotations
@@ -18,7 +22,6 @@ from .units import parse_size
 from .volumes import (
     EPHEMERAL_CONTEXT_KEY,
     FSTYPE_PARAMETER,
-    KIND_PARAMETER,
     CapacityRange,
     VolumeManager,
 )
@@ -67,7 +70,6 @@ class EphemeralVolumes:
             raise InvalidArgument(f"volume attribute size: {exc}") from exc
         if "fsType" in attrs:
             attrs[FSTYPE_PARAMETER] = attrs.pop("fsType")
-        attrs.setdefault(KIND_PARAMETER, "image")
         vol = self.volumes.create(
             name=name_for(handle),
             capacity=CapacityRange(size, 0),

@@ -26,7 +26,7 @@ from .mounting import NodeVolumes
 from .mounts import read_mountinfo
 from .mounttable import MountView
 from .state import Catalog, tolerate_full_disk
-from .volume_sources import snap_kind
+from .volume_sources import probe_snapshot_kind
 
 log = logging.getLogger(__name__)
 
@@ -137,7 +137,7 @@ def _record_snapshot_kinds(catalog: Catalog, backends: dict[str, Backend]) -> No
     """Record the kind of snapshots whose rows predate the catalog's kind column and whose
     source volume is gone: the one time a snapshot's kind is read from the files on disk."""
     for snap in catalog.all_snapshots():
-        if not snap.kind and (kind := snap_kind(snap.id, backends)):
+        if not snap.kind and (kind := probe_snapshot_kind(snap.id, backends)):
             with tolerate_full_disk(f"the kind of snapshot {snap.id}"):
                 catalog.set_snapshot_kind(snap.id, kind)
 

@@ -24,7 +24,8 @@ from .models import (
 )
 from .mounttable import MountTable, MountView, ProcMountTable
 from .state import Catalog
-from .volumes import check_name, parse_token, snap_kind, snapshot_file
+from .volume_sources import snapshot_kind
+from .volumes import check_name, parse_token
 
 log = logging.getLogger(__name__)
 
@@ -99,7 +100,7 @@ class SnapshotManager:
                 raise NotFound(f"source volume {source_volume_id!r} does not exist")
             backend = self.backends[vol.kind]
             snap_id = new_snapshot_id()
-            dest = snapshot_file(backend, snap_id)
+            dest = backend.snapshot_path(snap_id)
             with statedir.intent(self.catalog, self.config.state_dir, snap_id):
                 with self.locks.hold(vol.id), self.mount_root(vol) as root:
                     backend.snapshot(vol, dest, root)
@@ -135,11 +136,11 @@ class SnapshotManager:
                     f"snapshot {snap.id} is part of volume group snapshot {group}; delete the "
                     "group snapshot instead"
                 )
-            kind = snap_kind(snap.id, self.backends)
+            backend = self.backends.get(snapshot_kind(self.catalog, snap))
             with statedir.intent(self.catalog, self.config.state_dir, snap.id):
                 self.catalog.remove_snapshot(snap.id)
-                if kind:
-                    snapshot_file(self.backends[kind], snap.id).unlink(missing_ok=True)
+                if backend is not None:
+                    backend.snapshot_path(snap.id).unlink(missing_ok=True)
             log.info("deleted snapshot %s", snap.id)
 
     def get(self, snapshot_id: str) -> Snapshot:
@@ -165,4 +166,4 @@ class SnapshotManager:
         return snaps, "" if next_seq is None else str(next_seq)
 
     def file(self, snap: Snapshot) -> Path:
-        return snapshot_file(self.backends[snap_kind(snap.id, self.backends)], snap.id)
+        return self.backends[snapshot_kind(self.catalog, snap)].snapshot_path(snap.id)

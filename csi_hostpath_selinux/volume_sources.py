@@ -126,14 +126,10 @@ def snapshot_kind(catalog: Catalog, snap: Snapshot) -> str:
     return origin.kind if origin else ""
 
 
-def snapshot_file(backend: Backend, snapshot_id: str) -> Path:
-    """The file of a snapshot of backend's kind (Backend.snapshot_path)."""
-    return backend.snapshot_path(snapshot_id)
-
-
-def snap_kind(snapshot_id: str, backends: Mapping[str, Backend]) -> str:
-    """Legacy: the kind of a snapshot found by probing each kind's snapshot path. Kept for
-    callers not yet reading Snapshot.kind (the catalog's record); use snapshot_kind instead."""
+def probe_snapshot_kind(snapshot_id: str, backends: Mapping[str, Backend]) -> str:
+    """The kind of a snapshot row written before the catalog recorded kinds, found by probing
+    each kind's snapshot path: used once, by start-up recovery, to record it. Everything else
+    reads the catalog (snapshot_kind)."""
     for kind, backend in backends.items():
         if backend.can_snapshot() and backend.snapshot_path(snapshot_id).exists():
             return kind

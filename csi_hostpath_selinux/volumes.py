@@ -34,8 +34,6 @@ from .volume_sources import (
     ContentSource,
     SourceResolver,
     decode_source,
-    snap_kind,
-    snapshot_file,
 )
 
 #: Names other modules import from here (they live in the modules of their job).
@@ -49,8 +47,6 @@ __all__ = [
     "find_volume",
     "parse_token",
     "segment_is_this_node",
-    "snap_kind",
-    "snapshot_file",
 ]
 
 log = logging.getLogger(__name__)
