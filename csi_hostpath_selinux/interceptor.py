@@ -63,10 +63,10 @@ def _redact(message: Message) -> None:
 class DriverInterceptor(grpc.ServerInterceptor):  # type: ignore[type-arg]
     """Wraps each method's handler once, on its first call, and reuses the wrapper after.
 
-    grpcio asks the interceptor for a handler on every call; building the wrapper (two closures
-    and a new RpcMethodHandler) per call was measurable on the bare gRPC round trip. The
-    handlers grpcio passes for a method never change after the server starts, so one wrapper per
-    method name serves every later call."""
+    grpcio asks the interceptor for a handler on every call; the handler a method resolves to
+    never changes once the server has started, so one wrapper per method name serves every later
+    call (0.76 -> 0.12 us per call measured alone: small against the ~200 us grpcio's server
+    spends on a call, docs/benchmarks.md)."""
 
     def __init__(self, metrics: Metrics) -> None:
         self.metrics = metrics
