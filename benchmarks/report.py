@@ -125,7 +125,8 @@ def memory_table(results: dict[str, Any]) -> list[str]:
             "Floor of our stack (benchmarks/floor.py, idle VmRSS, same interpreter and package "
             "path): CPython + grpcio + the CSI descriptors imported "
             f"**{floor['imports']:.1f} MiB**; the same with a grpcio server serving CSI "
-            f"Identity on a unix socket **{floor['server']:.1f} MiB**. Our driver idle: "
+            f"Identity on a unix socket, after answering one Probe as every driver here has "
+            f"when its idle RSS is read, **{floor['server']:.1f} MiB**. Our driver idle: "
             f"**{ours:.1f} MiB**, {ours / floor['server'] - 1:+.1%} over the serving floor "
             f"({ours / floor['imports'] - 1:+.1%} over the imports alone).",
         ]
