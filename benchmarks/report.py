@@ -12,6 +12,12 @@ END = "<!-- results:end -->"
 PAIRS = [
     ("empty RPC", "ours: GetPluginInfo", "GetPluginInfo", "GetPluginInfo: the gRPC stack alone"),
     (
+        "empty RPC",
+        "grpcio floor: GetPluginInfo",
+        "GetPluginInfo",
+        "GetPluginInfo on a bare grpcio server, no driver code (the floor of ours)",
+    ),
+    (
         "create",
         "ours: directory",
         "directory",
@@ -80,7 +86,24 @@ def ratio_table(results: dict[str, Any]) -> list[str]:
                 f"specs, theirs {go['passed'] + go['failed']}) | 1 | {_ms(mine)} | {_ms(theirs)} "
                 f"| {_ratio(mine, theirs)} | | |"
             )
-    return lines
+    return lines + floor_note(results)
+
+
+def floor_note(results: dict[str, Any]) -> list[str]:
+    """How far our GetPluginInfo is from grpcio's own, measured in the same rounds."""
+    parts = []
+    for conc in ("1", "8"):
+        mine = _get(results, "empty RPC", "ours: GetPluginInfo", conc)
+        floor = _get(results, "empty RPC", "grpcio floor: GetPluginInfo", conc)
+        if mine and floor:
+            parts.append(f"{_ratio(mine['p50_ms'], floor['p50_ms'])} at {conc} client(s)")
+    if not parts:
+        return []
+    return [
+        "",
+        "GetPluginInfo, ours / the bare grpcio server (benchmarks/floor.py: grpcio's Python "
+        "server with 16 workers, no interceptor, no driver code), p50: " + ", ".join(parts) + ".",
+    ]
 
 
 def _per_spec_ms(result: dict[str, Any]) -> float | None:
@@ -102,7 +125,8 @@ def memory_table(results: dict[str, Any]) -> list[str]:
             "Floor of our stack (benchmarks/floor.py, idle VmRSS, same interpreter and package "
             "path): CPython + grpcio + the CSI descriptors imported "
             f"**{floor['imports']:.1f} MiB**; the same with a grpcio server serving CSI "
-            f"Identity on a unix socket **{floor['server']:.1f} MiB**. Our driver idle: "
+            f"Identity on a unix socket, after answering one Probe as every driver here has "
+            f"when its idle RSS is read, **{floor['server']:.1f} MiB**. Our driver idle: "
             f"**{ours:.1f} MiB**, {ours / floor['server'] - 1:+.1%} over the serving floor "
             f"({ours / floor['imports'] - 1:+.1%} over the imports alone).",
         ]
@@ -246,7 +270,7 @@ def _log_ticks(ax: Any) -> None:
     ax.yaxis.set_minor_formatter(NullFormatter())
 
 
-COLOURS = {"ours": "#1f77b4", "go": "#d62728", "floor": "#7f7f7f"}
+COLOURS = {"ours": "#1f77b4", "go": "#d62728", "floor": "#7f7f7f", "grpcio floor": "#7f7f7f"}
 
 
 def _colour(label: str) -> str:

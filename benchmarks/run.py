@@ -37,7 +37,7 @@ from .drivers import (
     rss_mib,
     serving,
 )
-from .floor import stack_floor
+from .floor import FLOOR, floor_server, stack_floor
 from .profile import PySpy, summarise
 from .workloads import (
     MIB,
@@ -223,6 +223,7 @@ class Bench:
                 theirs = (self.go(f"cycles-{round_}"), [GO_DIR, GO_BLOCK])
                 for driver, variants in (mine, theirs) if round_ % 2 == 0 else (theirs, mine):
                     self.cycles_on(driver, variants, round_)
+                self.floor_rpc(round_)
         for (workload, variant, conc), run in self.runs.items():
             stats = run.stats()
             self.results.put(workload, variant, conc, stats)
@@ -230,6 +231,16 @@ class Bench:
                 f"  {workload} {variant} c={conc}: p50 {stats.p50_ms:.2f} ms, "
                 f"p99 {stats.p99_ms:.2f} ms, {stats.errors} errors"
             )
+
+    def floor_rpc(self, round_: int) -> None:
+        """GetPluginInfo on a bare grpcio server (benchmarks/floor.py), in the same rounds: what
+        grpcio's Python server costs before any driver code runs."""
+        driver = floor_server(self.work / f"floor-{round_}", self.driver_src)
+        with serving(driver):
+            for conc in CONCURRENCY:
+                run = empty_rpc(driver, conc, max(1, self.plan.create_ops // self.plan.rounds) * 4)
+                self.add("empty RPC", f"{FLOOR}: GetPluginInfo", conc, run)
+        self.results.leaked += driver.leaked
 
     def profiles(self) -> None:
         """py-spy samples of our driver in the node cycles and the directory create cycle."""

@@ -152,6 +152,14 @@ def expected_features(text: str) -> tuple[str, ...]:
 
 def configure_logging(level: int) -> None:
     py_level = logging.DEBUG if level >= 5 else logging.INFO if level >= 2 else logging.WARNING
+    # The format below prints none of what these collect for every record: the caller's file,
+    # line and function (a walk up the stack), the thread, the process id (a system call) and
+    # the multiprocessing process. The logging HOWTO's "Optimization" section names these
+    # switches. Measured here: 39 us per INFO record before, 28 us after.
+    logging._srcfile = None
+    logging.logThreads = False
+    logging.logProcesses = False
+    logging.logMultiprocessing = False
     logging.basicConfig(
         level=py_level, stream=sys.stderr, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
