@@ -13,7 +13,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 from .mount_options import MountError, bind_flags, split_options
-from .mountinfo import MountEntry, normalize, split_outside_quotes
+from .mountinfo import MountEntry, find_mount, normalize, split_outside_quotes
 from .syscalls import MS_RDONLY
 
 PROC_FD_PREFIX = "/proc/self/fd/"
@@ -122,6 +122,11 @@ class FakeMounter:
             if normalize(m.target) == wanted:
                 return m
         return None
+
+    def mount_at_fd(self, fd: int, entries: Sequence[MountEntry]) -> MountEntry | None:
+        """The fake mount at the path fd was opened at (the fake has no mount ids to ask the
+        kernel about: the path the kernel names for fd decides)."""
+        return find_mount(os.readlink(f"/proc/self/fd/{fd}"), entries)
 
     def entries(self) -> list[MountEntry]:
         """The table as mountinfo entries (ids from 1000; flags in mount_options, data in super)."""

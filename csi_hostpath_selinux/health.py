@@ -23,8 +23,8 @@ from . import paths, selinux
 from .backends import Backend
 from .config import DriverConfig
 from .models import AccessType, HealthIssue, HealthStatus, Staging, StagingState, Volume
-from .mounts import MountEntry, read_mountinfo
-from .mounttable import MountView
+from .mounts import MountEntry
+from .mounttable import MountTable, MountView, ProcMountTable
 from .selinux import label_from_super_options, same_label
 from .state import Catalog
 from .statedir import RESERVE_BYTES, Reserve
@@ -47,7 +47,7 @@ class HealthChecker:
         backends: Mapping[str, Backend],
         sysfs: str = "/sys",
         reserve: Reserve | None = None,
-        mountinfo: Callable[[], list[MountEntry]] = read_mountinfo,
+        table: MountTable | None = None,
         read_label: Callable[[str], str | None] = selinux.read_label,
     ) -> None:
         self.config = config
@@ -55,7 +55,7 @@ class HealthChecker:
         self.backends = backends
         self.sysfs = Path(sysfs)
         self.reserve = reserve
-        self.mountinfo = mountinfo
+        self.table: MountTable = table or ProcMountTable()
         self.read_label = read_label
 
     def controller(self, vol: Volume) -> list[HealthIssue]:
@@ -140,8 +140,8 @@ class HealthChecker:
     def _view(self) -> MountView:
         """One read of the mount table, paths resolved as the node resolves them."""
         ephemeral = str(self.config.state_dir / "ephemeral")
-        return MountView(
-            tuple(self.mountinfo()),
+        return MountView.read(
+            self.table,
             lambda path: paths.trusted_prefix(path, self.config.kubelet_dir, ephemeral),
         )
 

@@ -108,8 +108,9 @@ class NodeContext:
         when no mount carries its name either: a mount we cannot see is not a mount that is gone.
         """
         view = view or self.view()
-        if view.resolve(path) is not None:
-            return view.at(path) is None
+        reachable, entry = view.lookup(path)
+        if reachable:
+            return entry is None
         return view.named(path) is None
 
     def staging_alive(self, vol: Volume, st: Staging) -> bool:

@@ -135,7 +135,7 @@ class Publisher:
         entry = view.at(target)
         if entry is None:
             return False
-        if view.volume_at(st, target, device) is None:
+        if not view.is_volume(st, entry, device):
             raise AlreadyExists(
                 f"{target} already has another mount ({entry.source}); it is not volume {vol.id}"
             )

@@ -165,3 +165,34 @@ def move_mount(from_fd: int, target: str, flags: int = MOVE_MOUNT_F_EMPTY_PATH) 
     )
     if ret < 0:
         raise _fail("move_mount", target)
+
+
+# statx(2): which mount a file descriptor is on, and whether it is that mount's root. Asked of a
+# held descriptor, so the answer cannot be about another file than the one the driver opened
+# (a path, or a mountinfo line read a moment earlier, can be renamed meanwhile).
+STATX_MNT_ID = 0x1000
+STATX_ATTR_MOUNT_ROOT = 0x2000
+_STATX_SIZE = 256
+_STATX_ATTRIBUTES = 8  # u64 stx_attributes
+_STATX_ATTRIBUTES_MASK = 56  # u64 stx_attributes_mask
+_STATX_MNT_ID = 144  # u64 stx_mnt_id
+
+_statx = _libc.statx
+_statx.argtypes = (ctypes.c_int, ctypes.c_char_p, ctypes.c_int, ctypes.c_uint, ctypes.c_void_p)
+_statx.restype = ctypes.c_int
+
+
+def mount_of(fd: int) -> tuple[int, bool]:
+    """(mount id, is the mount's root) of the open file fd: the mount id is the one mountinfo's
+    first field shows; the root of a mount is what opening its mount point reaches."""
+    buf = ctypes.create_string_buffer(_STATX_SIZE)
+    if _statx(fd, b"", AT_EMPTY_PATH, STATX_MNT_ID, buf) != 0:
+        raise _fail("statx")
+    raw = buf.raw
+    mask = int.from_bytes(raw[0:4], "little")
+    attributes = int.from_bytes(raw[_STATX_ATTRIBUTES : _STATX_ATTRIBUTES + 8], "little")
+    known = int.from_bytes(raw[_STATX_ATTRIBUTES_MASK : _STATX_ATTRIBUTES_MASK + 8], "little")
+    if not mask & STATX_MNT_ID or not known & STATX_ATTR_MOUNT_ROOT:
+        raise OSError(errno.ENOSYS, "statx gives no mount id or mount-root attribute (Linux < 5.8)")
+    mount_id = int.from_bytes(raw[_STATX_MNT_ID : _STATX_MNT_ID + 8], "little")
+    return mount_id, bool(attributes & STATX_ATTR_MOUNT_ROOT)

@@ -91,7 +91,7 @@ def test_node_health_asks_the_kind_for_its_staged_signals(
     config, catalog, backends = world
     vol = add_volume(catalog, AccessType.BLOCK)
     backends["capable"].create(vol, {}, None)
-    checker = HealthChecker(config, catalog, backends, mountinfo=list)
+    checker = HealthChecker(config, catalog, backends, table=FakeMounter())
     assert checker.node(vol) == [ISSUE]
 
 

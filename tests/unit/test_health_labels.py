@@ -7,7 +7,7 @@ remounts a labelled volume behind the driver's back under a real SELinux kernel.
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -26,7 +26,7 @@ from csi_hostpath_selinux.models import (
     StagingState,
     Volume,
 )
-from csi_hostpath_selinux.mounts import MountEntry
+from csi_hostpath_selinux.mountinfo import MountEntry, find_mount
 from csi_hostpath_selinux.state import Catalog
 
 L1 = "system_u:object_r:container_file_t:s0:c1,c2"
@@ -86,6 +86,20 @@ class Node:
         return self.labels[path]
 
 
+class ListTable:
+    """A mount table made of the test's own entries; a path's mount is found by the name the
+    kernel gives the opened path (these entries have no mount ids the kernel knows)."""
+
+    def __init__(self, rows: list[MountEntry]) -> None:
+        self.rows = rows  # the Node's list: mounts the test adds later show up
+
+    def entries(self) -> list[MountEntry]:
+        return list(self.rows)
+
+    def mount_at_fd(self, fd: int, entries: Sequence[MountEntry]) -> MountEntry | None:
+        return find_mount(os.readlink(f"/proc/self/fd/{fd}"), entries)
+
+
 @pytest.fixture
 def node(tmp_path: Path) -> Iterator[Node]:
     kubelet = tmp_path / "kubelet"
@@ -107,7 +121,7 @@ def node(tmp_path: Path) -> Iterator[Node]:
     )
     catalog.add_volume(vol)
     world = Node(HealthChecker(config, catalog, backends), catalog, vol, str(staging), str(target))
-    world.checker.mountinfo = lambda: world.table
+    world.checker.table = ListTable(world.table)
     world.checker.read_label = world.read_label
     yield world
     catalog.close()
