@@ -105,13 +105,13 @@ class SnapshotManager:
                 with self.locks.hold(vol.id), self.mount_root(vol) as root:
                     backend.snapshot(vol, dest, root)
                 snap = Snapshot(
-                    snap_id,
-                    name,
-                    vol.id,
-                    vol.capacity_bytes,
-                    time.time(),
-                    True,
-                    vol.access_type.value,
+                    id=snap_id,
+                    name=name,
+                    source_volume_id=vol.id,
+                    size_bytes=vol.capacity_bytes,
+                    created_at=time.time(),
+                    ready=True,
+                    source_access_type=vol.access_type.value,
                 )
                 try:
                     self.catalog.add_snapshot(snap)

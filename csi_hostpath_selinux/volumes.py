@@ -16,7 +16,7 @@ from .backends import DEFAULT_KIND, Backend
 from .config import DriverConfig
 from .errors import FailedPrecondition, InvalidArgument, ResourceExhausted
 from .locks import OperationLocks
-from .models import AccessType, Capability, Volume, is_volume_id, new_volume_id
+from .models import AccessType, Capability, ContentSource, Volume, is_volume_id, new_volume_id
 from .state import Catalog
 from .volume_requests import (
     KIND_PARAMETER,
@@ -31,19 +31,15 @@ from .volume_requests import (
 )
 from .volume_sources import (
     ALLOW_MODE_CHANGE,
-    ContentSource,
     SourceResolver,
-    decode_source,
 )
 
 #: Names other modules import from here (they live in the modules of their job).
 __all__ = [
     "KIND_PARAMETER",
     "CapacityRange",
-    "ContentSource",
     "VolumeManager",
     "check_name",
-    "decode_source",
     "find_volume",
     "parse_token",
     "segment_is_this_node",
@@ -178,7 +174,7 @@ class VolumeManager:
             access_type=access_type,
             fs_type=fs_type,
             parameters={KIND_PARAMETER: kind, **stored},
-            content_source=source.encode() if source else "",
+            content_source=source,
             ephemeral=ephemeral,
             created_at=time.time(),
         )

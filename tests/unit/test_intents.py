@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from csi_hostpath_selinux import state, statedir
+from csi_hostpath_selinux import catalog_sync, statedir
 from csi_hostpath_selinux.backends import BACKENDS, Backend, BackendEnv
 from csi_hostpath_selinux.config import DriverConfig
 from csi_hostpath_selinux.fake_mounts import FakeMounter
@@ -45,7 +45,7 @@ class Node:
         return self.config.state_dir
 
     def create(self, name: str) -> Volume:
-        cap = Capability(AccessType.MOUNT, AccessMode.SINGLE_NODE_WRITER)
+        cap = Capability(access_type=AccessType.MOUNT, access_mode=AccessMode.SINGLE_NODE_WRITER)
         return self.volumes.create(
             name, CapacityRange(1 << 20), [cap], {"kind": "directory"}, {}, None
         )
@@ -80,7 +80,7 @@ def start(state_dir: Path) -> Node:
 
 @pytest.fixture
 def node(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Node]:
-    monkeypatch.setattr(state._WalSync, "DELAY", 3600.0)  # only the test's sync() syncs
+    monkeypatch.setattr(catalog_sync.WalSync, "DELAY", 3600.0)  # only the test's sync() syncs
     (tmp_path / "state").mkdir()
     node = start(tmp_path / "state")
     yield node
