@@ -30,7 +30,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from . import freeze, statedir
+from . import freeze, intents
 from .backends import Backend
 from .errors import AlreadyExists, FailedPrecondition, Internal, InvalidArgument, NotFound
 from .locks import OperationLocks
@@ -173,7 +173,7 @@ class GroupSnapshots:
         group_id = new_group_snapshot_id()
         state_dir = members[0].backend.env.state_dir if members else None
         marks = (
-            statedir.intent(self.catalog, state_dir, *(m.snapshot_id for m in members))
+            intents.intent(self.catalog, state_dir, *(m.snapshot_id for m in members))
             if state_dir is not None
             else contextlib.nullcontext()
         )
@@ -259,7 +259,7 @@ class GroupSnapshots:
             # Intent, catalog, files: a crash before the files go leaves files nothing refers
             # to, which start-up reconciliation removes (the intent proves them garbage).
             state_dir = next(iter(self.backends.values())).env.state_dir
-            with statedir.intent(self.catalog, state_dir, *group.snapshot_ids):
+            with intents.intent(self.catalog, state_dir, *group.snapshot_ids):
                 self.catalog.remove_group_snapshot(group.id)
                 for path in files.values():
                     path.unlink(missing_ok=True)

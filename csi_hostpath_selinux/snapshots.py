@@ -9,7 +9,7 @@ from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 
-from . import paths, statedir
+from . import intents, paths
 from .backends import Backend
 from .config import DriverConfig
 from .errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound
@@ -101,7 +101,7 @@ class SnapshotManager:
             backend = self.backends[vol.kind]
             snap_id = new_snapshot_id()
             dest = backend.snapshot_path(snap_id)
-            with statedir.intent(self.catalog, self.config.state_dir, snap_id):
+            with intents.intent(self.catalog, self.config.state_dir, snap_id):
                 with self.locks.hold(vol.id), self.mount_root(vol) as root:
                     backend.snapshot(vol, dest, root)
                 snap = Snapshot(
@@ -137,7 +137,7 @@ class SnapshotManager:
                     "group snapshot instead"
                 )
             backend = self.backends.get(snapshot_kind(self.catalog, snap))
-            with statedir.intent(self.catalog, self.config.state_dir, snap.id):
+            with intents.intent(self.catalog, self.config.state_dir, snap.id):
                 self.catalog.remove_snapshot(snap.id)
                 if backend is not None:
                     backend.snapshot_path(snap.id).unlink(missing_ok=True)

@@ -10,7 +10,7 @@ import logging
 import time
 from collections.abc import Callable, Mapping, Sequence
 
-from . import sizing, statedir
+from . import intents, sizing
 from .admission import Admission
 from .backends import DEFAULT_KIND, Backend
 from .config import DriverConfig
@@ -181,7 +181,7 @@ class VolumeManager:
         # Intent, storage, catalog: a crash in between leaves storage that start-up
         # reconciliation removes (its intent proves it garbage), never a catalog entry without
         # storage.
-        with statedir.intent(self.catalog, self.config.state_dir, vol.id):
+        with intents.intent(self.catalog, self.config.state_dir, vol.id):
             backend.create(vol, secrets, source_path)
             try:
                 self.catalog.add_volume(vol)
@@ -281,7 +281,7 @@ class VolumeManager:
                     f"volume {volume_id} is still staged at {stagings[0].staging_path}; "
                     "unstage it before deleting it"
                 )
-            with statedir.intent(self.catalog, self.config.state_dir, volume_id):
+            with intents.intent(self.catalog, self.config.state_dir, volume_id):
                 self.catalog.remove_volume(volume_id)
                 self.backend(vol.kind).delete(vol, secrets)
             log.info("deleted volume %s (%r)", vol.id, vol.name)

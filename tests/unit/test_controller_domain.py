@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from csi_hostpath_selinux import recovery, statedir
+from csi_hostpath_selinux import intents, recovery
 from csi_hostpath_selinux.backends import Backend, BackendEnv, DirectoryBackend, FakeBackend
 from csi_hostpath_selinux.backends.base import remove_path
 from csi_hostpath_selinux.config import DriverConfig
@@ -318,8 +318,8 @@ def test_recovery_removes_an_unfinished_fake_volume_and_snapshot(ctl: Controller
     orphan_snap = new_snapshot_id()
     ctl.fake.snapshot(vol, ctl.fake.snapshot_path(orphan_snap), None)
     for ident in (orphan_vol.id, orphan_snap):
-        (ctl.config.state_dir / statedir.INTENTS_DIR).mkdir(exist_ok=True)
-        (ctl.config.state_dir / statedir.INTENTS_DIR / ident).touch()
+        (ctl.config.state_dir / intents.INTENTS_DIR).mkdir(exist_ok=True)
+        (ctl.config.state_dir / intents.INTENTS_DIR / ident).touch()
     node = NodeVolumes(
         ctl.config,
         ctl.catalog,
