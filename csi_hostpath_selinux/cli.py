@@ -187,10 +187,10 @@ def serve(config: DriverConfig) -> int:
     from . import grpc_core
 
     grpc_core.configure()  # before the imports below bring in grpc
+    from .catalog_guard import StateDirError
     from .doctor import startup_report
     from .server import EndpointError, build
     from .state import CatalogError
-    from .statedir import StateDirError
 
     startup_report(logging.getLogger("csi_hostpath_selinux.preflight"))
     try:

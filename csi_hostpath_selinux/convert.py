@@ -10,8 +10,17 @@ from google.protobuf.timestamp_pb2 import Timestamp
 from ._proto import csi_pb2 as pb
 from .config import DriverConfig
 from .errors import InvalidArgument
-from .models import AccessMode, AccessType, Capability, HealthIssue, HealthStatus, Snapshot, Volume
-from .volumes import ContentSource, decode_source
+from .models import (
+    AccessMode,
+    AccessType,
+    Capability,
+    ContentSource,
+    HealthIssue,
+    HealthStatus,
+    Snapshot,
+    SourceType,
+    Volume,
+)
 
 
 def capability(cap: pb.VolumeCapability, field: str = "volume_capability") -> Capability:
@@ -36,7 +45,13 @@ def capability(cap: pb.VolumeCapability, field: str = "volume_capability") -> Ca
         ) from None
     if mode is AccessMode.UNKNOWN:
         raise InvalidArgument(f"{field}.access_mode must be set")
-    return Capability(access_type, mode, fs_type, flags, group)
+    return Capability(
+        access_type=access_type,
+        access_mode=mode,
+        fs_type=fs_type,
+        mount_flags=flags,
+        volume_mount_group=group,
+    )
 
 
 def required_capability(message: object, field: str = "volume_capability") -> Capability:
@@ -51,11 +66,11 @@ def content_source(source: pb.VolumeContentSource) -> ContentSource | None:
     if source.HasField("snapshot"):
         if not source.snapshot.snapshot_id:
             raise InvalidArgument("volume_content_source.snapshot.snapshot_id is required")
-        return ContentSource("snapshot", source.snapshot.snapshot_id)
+        return ContentSource(type=SourceType.SNAPSHOT, id=source.snapshot.snapshot_id)
     if source.HasField("volume"):
         if not source.volume.volume_id:
             raise InvalidArgument("volume_content_source.volume.volume_id is required")
-        return ContentSource("volume", source.volume.volume_id)
+        return ContentSource(type=SourceType.VOLUME, id=source.volume.volume_id)
     return None
 
 
@@ -72,10 +87,10 @@ def volume(vol: Volume, config: DriverConfig) -> pb.Volume:
         volume_context={"kind": vol.kind},
         accessible_topology=[topology(config)],
     )
-    source = decode_source(vol.content_source)
-    if source is not None and source.kind == "snapshot":
+    source = vol.content_source
+    if source is not None and source.type is SourceType.SNAPSHOT:
         out.content_source.snapshot.snapshot_id = source.id
-    elif source is not None and source.kind == "volume":
+    elif source is not None and source.type is SourceType.VOLUME:
         out.content_source.volume.volume_id = source.id
     return out
 

@@ -30,13 +30,21 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from . import freeze, statedir
+from . import freeze, intents
 from .backends import Backend
 from .errors import AlreadyExists, FailedPrecondition, Internal, InvalidArgument, NotFound
 from .locks import OperationLocks
-from .models import AccessType, Snapshot, Volume, is_volume_id, new_snapshot_id
+from .models import (
+    AccessType,
+    GroupMember,
+    GroupSnapshot,
+    Snapshot,
+    Volume,
+    is_volume_id,
+    new_snapshot_id,
+)
 from .snapshots import SnapshotManager
-from .state import Catalog, GroupMember, GroupSnapshot
+from .state import Catalog
 from .volume_sources import snapshot_kind
 from .volumes import RESERVED_PREFIX, check_name
 
@@ -165,7 +173,7 @@ class GroupSnapshots:
         group_id = new_group_snapshot_id()
         state_dir = members[0].backend.env.state_dir if members else None
         marks = (
-            statedir.intent(self.catalog, state_dir, *(m.snapshot_id for m in members))
+            intents.intent(self.catalog, state_dir, *(m.snapshot_id for m in members))
             if state_dir is not None
             else contextlib.nullcontext()
         )
@@ -192,21 +200,23 @@ class GroupSnapshots:
                     # Frozen above when mounted: the backend must not freeze a second time.
                     m.backend.snapshot(m.volume, m.dest, None)
             group = GroupSnapshot(
-                group_id,
-                name,
-                taken_at,
-                tuple(GroupMember(m.volume.id, m.snapshot_id) for m in members),
+                id=group_id,
+                name=name,
+                created_at=taken_at,
+                members=tuple(
+                    GroupMember(volume_id=m.volume.id, snapshot_id=m.snapshot_id) for m in members
+                ),
             )
             snaps = [
                 Snapshot(
-                    m.snapshot_id,
-                    f"{group_id}/{m.volume.id}",
-                    m.volume.id,
-                    m.volume.capacity_bytes,
-                    taken_at,
-                    True,
-                    m.volume.access_type.value,
-                    m.volume.kind,
+                    id=m.snapshot_id,
+                    name=f"{group_id}/{m.volume.id}",
+                    source_volume_id=m.volume.id,
+                    size_bytes=m.volume.capacity_bytes,
+                    created_at=taken_at,
+                    ready=True,
+                    source_access_type=m.volume.access_type.value,
+                    kind=m.volume.kind,
                 )
                 for m in members
             ]
@@ -249,7 +259,7 @@ class GroupSnapshots:
             # Intent, catalog, files: a crash before the files go leaves files nothing refers
             # to, which start-up reconciliation removes (the intent proves them garbage).
             state_dir = next(iter(self.backends.values())).env.state_dir
-            with statedir.intent(self.catalog, state_dir, *group.snapshot_ids):
+            with intents.intent(self.catalog, state_dir, *group.snapshot_ids):
                 self.catalog.remove_group_snapshot(group.id)
                 for path in files.values():
                     path.unlink(missing_ok=True)

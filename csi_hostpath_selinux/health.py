@@ -94,9 +94,9 @@ class HealthChecker:
                 if entry is None:
                     issues.append(
                         HealthIssue(
-                            HealthStatus.INACCESSIBLE,
-                            "PublishMountMissing",
-                            f"the volume is no longer mounted at {pub.target_path}; restart the pod",
+                            status=HealthStatus.INACCESSIBLE,
+                            reason="PublishMountMissing",
+                            message=f"the volume is no longer mounted at {pub.target_path}; restart the pod",
                         )
                     )
                 else:
@@ -113,9 +113,9 @@ class HealthChecker:
             now = f"context={shown}" if shown else "no context= option"
             return [
                 HealthIssue(
-                    HealthStatus.INACCESSIBLE,
-                    "SELinuxLabelLost" if shown is None else "SELinuxLabelChanged",
-                    f"the volume was mounted at {path} with SELinux context {label}, but that "
+                    status=HealthStatus.INACCESSIBLE,
+                    reason="SELinuxLabelLost" if shown is None else "SELinuxLabelChanged",
+                    message=f"the volume was mounted at {path} with SELinux context {label}, but that "
                     f"mount now shows {now}: it was remounted outside the driver, its files no "
                     f"longer carry that label, and pods with label {label} may be denied them; "
                     f"{RELABEL_ACTION}",
@@ -128,9 +128,9 @@ class HealthChecker:
         if not same_label(root, label):
             return [
                 HealthIssue(
-                    HealthStatus.DEGRADED,
-                    "SELinuxRootLabelChanged",
-                    f"the volume at {path} shows context={label} in the mount table, but its "
+                    status=HealthStatus.DEGRADED,
+                    reason="SELinuxRootLabelChanged",
+                    message=f"the volume at {path} shows context={label} in the mount table, but its "
                     f"root reads {root or 'no label'}: something is mounted over it or the "
                     f"kernel no longer applies the label; {RELABEL_ACTION}",
                 )
@@ -155,9 +155,9 @@ class HealthChecker:
         if entry is None:
             issues.append(
                 HealthIssue(
-                    HealthStatus.INACCESSIBLE,
-                    "StagingMountMissing",
-                    f"the volume is no longer mounted at its staging path {st.staging_path}; restart "
+                    status=HealthStatus.INACCESSIBLE,
+                    reason="StagingMountMissing",
+                    message=f"the volume is no longer mounted at its staging path {st.staging_path}; restart "
                     "the pods using it so kubelet stages it again",
                 )
             )
@@ -170,9 +170,9 @@ class HealthChecker:
         if errors:
             issues.append(
                 HealthIssue(
-                    HealthStatus.DEGRADED,
-                    "FilesystemErrors",
-                    f"the kernel counted {errors} error(s) on the volume's {entry.fs_type} filesystem "
+                    status=HealthStatus.DEGRADED,
+                    reason="FilesystemErrors",
+                    message=f"the kernel counted {errors} error(s) on the volume's {entry.fs_type} filesystem "
                     f"({entry.source}); back up the data and run fsck after unstaging it",
                 )
             )
@@ -194,9 +194,9 @@ class HealthChecker:
         if not os.access(state_dir, os.W_OK | os.X_OK):
             issues.append(
                 HealthIssue(
-                    HealthStatus.STORAGE_UNREACHABLE,
-                    "StateDirUnwritable",
-                    f"the state directory {state_dir} is not writable: check the driver's hostPath "
+                    status=HealthStatus.STORAGE_UNREACHABLE,
+                    reason="StateDirUnwritable",
+                    message=f"the state directory {state_dir} is not writable: check the driver's hostPath "
                     "mount",
                 )
             )
@@ -205,9 +205,9 @@ class HealthChecker:
         if self.reserve is not None and not self.reserve.ensure():
             issues.append(
                 HealthIssue(
-                    HealthStatus.STORAGE_DEGRADED,
-                    "StateDirFull",
-                    f"the state directory {state_dir} ran out of space "
+                    status=HealthStatus.STORAGE_DEGRADED,
+                    reason="StateDirFull",
+                    message=f"the state directory {state_dir} ran out of space "
                     f"({st.f_bavail * st.f_frsize // (1024 * 1024)} MiB free): the driver "
                     f"released its {RESERVE_BYTES // (1024 * 1024)} MiB reserve so unstaging "
                     "and deleting keep working, and refuses new volumes and snapshots until "
@@ -218,18 +218,18 @@ class HealthChecker:
             free = st.f_bavail * st.f_frsize
             issues.append(
                 HealthIssue(
-                    HealthStatus.STORAGE_DEGRADED,
-                    "StateDirLowOnSpace",
-                    f"only {free // (1024 * 1024)} MiB ({st.f_bavail / st.f_blocks:.1%}) is free in "
+                    status=HealthStatus.STORAGE_DEGRADED,
+                    reason="StateDirLowOnSpace",
+                    message=f"only {free // (1024 * 1024)} MiB ({st.f_bavail / st.f_blocks:.1%}) is free in "
                     f"{state_dir}; sparse volume images may fail to write: free space or delete volumes",
                 )
             )
         if not os.path.exists("/dev/loop-control"):
             issues.append(
                 HealthIssue(
-                    HealthStatus.STORAGE_UNREACHABLE,
-                    "LoopControlMissing",
-                    "/dev/loop-control is not visible to the driver: image volumes cannot be staged; "
+                    status=HealthStatus.STORAGE_UNREACHABLE,
+                    reason="LoopControlMissing",
+                    message="/dev/loop-control is not visible to the driver: image volumes cannot be staged; "
                     "mount the host's /dev into the driver's container",
                 )
             )
@@ -238,9 +238,9 @@ class HealthChecker:
 
 def read_only_issue(path: str) -> HealthIssue:
     return HealthIssue(
-        HealthStatus.DEGRADED,
-        "MountReadOnly",
-        f"the mount at {path} became read-only (the filesystem hit an error and was remounted "
+        status=HealthStatus.DEGRADED,
+        reason="MountReadOnly",
+        message=f"the mount at {path} became read-only (the filesystem hit an error and was remounted "
         "read-only); back up the data, then unstage and check the filesystem",
     )
 

@@ -85,19 +85,19 @@ class Publisher:
                     if (
                         pub.read_only != read_only
                         or not same_label(pub.label, st.label)
-                        or pub.access_mode != mode
+                        or pub.access_mode is not mode
                     ):
                         raise PublishedIncompatibly(
                             vol.id,
                             target,
                             f"volume {vol.id} is already published at {target} with "
                             f"{'read-only' if pub.read_only else 'read-write'} access and mode "
-                            f"{AccessMode(pub.access_mode).name}; this request differs",
+                            f"{pub.access_mode.name}; this request differs",
                         )
                     return
                 others.append(pub)
             single = AccessMode.SINGLE_NODE_SINGLE_WRITER
-            if others and (mode == single or any(p.access_mode == single for p in others)):
+            if others and (mode == single or any(p.access_mode is single for p in others)):
                 raise SingleWriterInUse(vol.id, others[0].target_path)
             backend = ctx.backends[vol.kind]
             if args.capability.volume_mount_group and not read_only:
@@ -107,14 +107,14 @@ class Publisher:
                 source = backend.publish_device(vol, st.device, read_only)
                 device = source if source != st.device else ""
             pub = Publication(
-                vol.id,
-                target,
-                staging_path,
-                read_only,
-                st.label,
-                tuple(args.capability.mount_flags),
-                int(mode),
-                device,
+                volume_id=vol.id,
+                target_path=target,
+                staging_path=staging_path,
+                read_only=read_only,
+                label=st.label,
+                flags=tuple(args.capability.mount_flags),
+                access_mode=mode,
+                device=device,
             )
             # Record first, mount second: a driver killed in between leaves a record whose
             # target is not mounted (dropped and redone by the retry), never a mount nobody knows.

@@ -2,7 +2,7 @@
 
 A driver killed at any point leaves one of a few states behind; each is repaired here:
 - storage without a catalog entry whose create or delete was unfinished (its intent file, see
-  statedir.py, is there): removed. Unlisted storage without one is never removed: statedir.check
+  intents.py, is there): removed. Unlisted storage without one is never removed: catalog_guard.check
   refuses to start before this runs;
 - a PENDING staging (killed while mounting): its mount and loop device are undone, the record
   dropped, so kubelet's retry stages from scratch;
@@ -17,7 +17,7 @@ import logging
 import os
 from dataclasses import dataclass, field
 
-from . import freeze, loopdev, paths, statedir
+from . import freeze, intents, loopdev, paths
 from .backends import Backend
 from .backends.base import remove_path
 from .errors import DriverError
@@ -52,12 +52,12 @@ class Report:
 def reconcile(catalog: Catalog, backends: dict[str, Backend], node: NodeVolumes) -> Report:
     report = Report()
     state_dir = next(iter(backends.values())).env.state_dir
-    pending = statedir.intents(state_dir)
+    pending = intents.intents(state_dir)
     _record_snapshot_kinds(catalog, backends)
     _remove_orphan_storage(catalog, backends, report, pending)
     _remove_orphan_snapshots(catalog, backends, report, pending)
     for ident in pending:
-        statedir.drop_intent(state_dir, ident)
+        intents.drop_intent(state_dir, ident)
     for st in catalog.stagings():
         vol = catalog.volume(st.volume_id)
         if vol is None:

@@ -9,7 +9,7 @@ from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 
-from . import paths, statedir
+from . import intents, paths
 from .backends import Backend
 from .config import DriverConfig
 from .errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound
@@ -101,17 +101,17 @@ class SnapshotManager:
             backend = self.backends[vol.kind]
             snap_id = new_snapshot_id()
             dest = backend.snapshot_path(snap_id)
-            with statedir.intent(self.catalog, self.config.state_dir, snap_id):
+            with intents.intent(self.catalog, self.config.state_dir, snap_id):
                 with self.locks.hold(vol.id), self.mount_root(vol) as root:
                     backend.snapshot(vol, dest, root)
                 snap = Snapshot(
-                    snap_id,
-                    name,
-                    vol.id,
-                    vol.capacity_bytes,
-                    time.time(),
-                    True,
-                    vol.access_type.value,
+                    id=snap_id,
+                    name=name,
+                    source_volume_id=vol.id,
+                    size_bytes=vol.capacity_bytes,
+                    created_at=time.time(),
+                    ready=True,
+                    source_access_type=vol.access_type.value,
                 )
                 try:
                     self.catalog.add_snapshot(snap)
@@ -137,7 +137,7 @@ class SnapshotManager:
                     "group snapshot instead"
                 )
             backend = self.backends.get(snapshot_kind(self.catalog, snap))
-            with statedir.intent(self.catalog, self.config.state_dir, snap.id):
+            with intents.intent(self.catalog, self.config.state_dir, snap.id):
                 self.catalog.remove_snapshot(snap.id)
                 if backend is not None:
                     backend.snapshot_path(snap.id).unlink(missing_ok=True)

@@ -9,9 +9,8 @@ from dataclasses import dataclass
 
 from .config import DriverConfig
 from .errors import Aborted, AlreadyExists, InvalidArgument, NotFound
-from .models import AccessType, Capability, Volume, is_volume_id
+from .models import AccessType, Capability, ContentSource, Volume, is_volume_id
 from .state import Catalog
-from .volume_sources import ContentSource
 
 KIND_PARAMETER = "kind"
 #: The longest name Kubernetes sends (a PV, VolumeSnapshotContent or group name: a DNS
@@ -57,9 +56,12 @@ def check_compatible(
             vol.capacity_bytes,
             f"{capacity.required_bytes}..{capacity.limit_bytes or 'unlimited'}",
         )
-    want_source = source.encode() if source else ""
-    if vol.content_source != want_source:
-        raise differs("content source", vol.content_source, want_source)
+    if vol.content_source != source:
+        raise differs("content source", _describe(vol.content_source), _describe(source))
+
+
+def _describe(source: ContentSource | None) -> str:
+    return f"{source.type.value} {source.id}" if source else "none"
 
 
 def check_name(name: str) -> None:

@@ -9,33 +9,23 @@ records each snapshot's kind, so nothing here looks at file names. No gRPC here.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
 from pathlib import Path
 
 from .backends import Backend
 from .errors import InvalidArgument, NotFound, OutOfRange
-from .models import AccessType, Snapshot, is_snapshot_id, is_volume_id
+from .models import (
+    AccessType,
+    ContentSource,
+    Snapshot,
+    SourceType,
+    is_snapshot_id,
+    is_volume_id,
+)
 from .state import Catalog
 
 #: StorageClass parameter that allows restoring or cloning across volume modes (block <->
 #: filesystem), like Kubernetes' snapshot.storage.kubernetes.io/allow-volume-mode-change.
 ALLOW_MODE_CHANGE = "allowVolumeModeChange"
-
-
-@dataclass(frozen=True)
-class ContentSource:
-    kind: str  # "snapshot" or "volume"
-    id: str
-
-    def encode(self) -> str:
-        return f"{self.kind}:{self.id}"
-
-
-def decode_source(text: str) -> ContentSource | None:
-    if not text:
-        return None
-    kind, _, ident = text.partition(":")
-    return ContentSource(kind, ident)
 
 
 class SourceResolver:
@@ -57,7 +47,7 @@ class SourceResolver:
         if source is None:
             return None
         self.check_mode(source, access_type, allow_mode_change)
-        if source.kind == "snapshot":
+        if source.type is SourceType.SNAPSHOT:
             snap = self.catalog.snapshot(source.id) if is_snapshot_id(source.id) else None
             if snap is None:
                 raise NotFound(f"snapshot {source.id!r} does not exist")
@@ -99,7 +89,7 @@ class SourceResolver:
         Kubernetes guards the same way (snapshot.storage.kubernetes.io/allow-volume-mode-change)."""
         if allow_mode_change:
             return
-        if source.kind == "snapshot":
+        if source.type is SourceType.SNAPSHOT:
             snap = self.catalog.snapshot(source.id) if is_snapshot_id(source.id) else None
             origin = self.catalog.volume(snap.source_volume_id) if snap else None
             have = (snap.source_access_type if snap else "") or (
@@ -110,7 +100,7 @@ class SourceResolver:
             have = vol.access_type.value if vol else ""
         if have and have != access_type.value:
             raise InvalidArgument(
-                f"{source.kind} {source.id} is of a {have} volume; it cannot become a "
+                f"{source.type.value} {source.id} is of a {have} volume; it cannot become a "
                 f"{access_type.value} volume (the kernel would parse bytes a pod wrote raw, or "
                 f"a pod would get a filesystem's raw bytes). Set the StorageClass parameter "
                 f'{ALLOW_MODE_CHANGE}: "true" to allow it on purpose'

@@ -10,13 +10,13 @@ import logging
 import time
 from collections.abc import Callable, Mapping, Sequence
 
-from . import sizing, statedir
+from . import intents, sizing
 from .admission import Admission
 from .backends import DEFAULT_KIND, Backend
 from .config import DriverConfig
 from .errors import FailedPrecondition, InvalidArgument, ResourceExhausted
 from .locks import OperationLocks
-from .models import AccessType, Capability, Volume, is_volume_id, new_volume_id
+from .models import AccessType, Capability, ContentSource, Volume, is_volume_id, new_volume_id
 from .state import Catalog
 from .volume_requests import (
     KIND_PARAMETER,
@@ -31,19 +31,15 @@ from .volume_requests import (
 )
 from .volume_sources import (
     ALLOW_MODE_CHANGE,
-    ContentSource,
     SourceResolver,
-    decode_source,
 )
 
 #: Names other modules import from here (they live in the modules of their job).
 __all__ = [
     "KIND_PARAMETER",
     "CapacityRange",
-    "ContentSource",
     "VolumeManager",
     "check_name",
-    "decode_source",
     "find_volume",
     "parse_token",
     "segment_is_this_node",
@@ -178,14 +174,14 @@ class VolumeManager:
             access_type=access_type,
             fs_type=fs_type,
             parameters={KIND_PARAMETER: kind, **stored},
-            content_source=source.encode() if source else "",
+            content_source=source,
             ephemeral=ephemeral,
             created_at=time.time(),
         )
         # Intent, storage, catalog: a crash in between leaves storage that start-up
         # reconciliation removes (its intent proves it garbage), never a catalog entry without
         # storage.
-        with statedir.intent(self.catalog, self.config.state_dir, vol.id):
+        with intents.intent(self.catalog, self.config.state_dir, vol.id):
             backend.create(vol, secrets, source_path)
             try:
                 self.catalog.add_volume(vol)
@@ -285,7 +281,7 @@ class VolumeManager:
                     f"volume {volume_id} is still staged at {stagings[0].staging_path}; "
                     "unstage it before deleting it"
                 )
-            with statedir.intent(self.catalog, self.config.state_dir, volume_id):
+            with intents.intent(self.catalog, self.config.state_dir, volume_id):
                 self.catalog.remove_volume(volume_id)
                 self.backend(vol.kind).delete(vol, secrets)
             log.info("deleted volume %s (%r)", vol.id, vol.name)

@@ -113,9 +113,9 @@ class DirectoryBackend(Backend):
         if path.is_symlink() or not path.is_dir():
             return [
                 HealthIssue(
-                    HealthStatus.DATA_LOSS,
-                    "DirectoryMissing",
-                    f"the directory {path} of the volume is gone; restore it from a snapshot",
+                    status=HealthStatus.DATA_LOSS,
+                    reason="DirectoryMissing",
+                    message=f"the directory {path} of the volume is gone; restore it from a snapshot",
                 )
             ]
         return []

@@ -111,17 +111,17 @@ class FakeBackend(Backend):
         except FileNotFoundError:
             return [
                 HealthIssue(
-                    HealthStatus.DATA_LOSS,
-                    "FakeDataMissing",
-                    f"the data file {data} of the (test) volume is gone",
+                    status=HealthStatus.DATA_LOSS,
+                    reason="FakeDataMissing",
+                    message=f"the data file {data} of the (test) volume is gone",
                 )
             ]
         if size < volume.capacity_bytes:
             return [
                 HealthIssue(
-                    HealthStatus.DATA_LOSS,
-                    "FakeDataTruncated",
-                    f"the data file {data} is {size} bytes, smaller than the volume's "
+                    status=HealthStatus.DATA_LOSS,
+                    reason="FakeDataTruncated",
+                    message=f"the data file {data} is {size} bytes, smaller than the volume's "
                     f"{volume.capacity_bytes} bytes",
                 )
             ]

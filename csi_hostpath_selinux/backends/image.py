@@ -203,17 +203,17 @@ class ImageBackend(Backend):
         except FileNotFoundError:
             return [
                 HealthIssue(
-                    HealthStatus.DATA_LOSS,
-                    "ImageMissing",
-                    f"the image file {path} of the volume is gone; restore it from a snapshot",
+                    status=HealthStatus.DATA_LOSS,
+                    reason="ImageMissing",
+                    message=f"the image file {path} of the volume is gone; restore it from a snapshot",
                 )
             ]
         if size < volume.capacity_bytes:
             return [
                 HealthIssue(
-                    HealthStatus.DATA_LOSS,
-                    "ImageTruncated",
-                    f"the image file {path} is {size} bytes, smaller than the volume's "
+                    status=HealthStatus.DATA_LOSS,
+                    reason="ImageTruncated",
+                    message=f"the image file {path} is {size} bytes, smaller than the volume's "
                     f"{volume.capacity_bytes} bytes: it was truncated; restore it from a snapshot",
                 )
             ]
@@ -224,9 +224,9 @@ class ImageBackend(Backend):
         if staging.device and not any(d.path == staging.device for d in devices):
             return [
                 HealthIssue(
-                    HealthStatus.INACCESSIBLE,
-                    "LoopDeviceDetached",
-                    f"the loop device {staging.device} no longer serves the volume's image; "
+                    status=HealthStatus.INACCESSIBLE,
+                    reason="LoopDeviceDetached",
+                    message=f"the loop device {staging.device} no longer serves the volume's image; "
                     "unstage and stage the volume again (restart the pods using it)",
                 )
             ]

@@ -190,9 +190,9 @@ class NetworkBackend(Backend, abc.ABC):
         except OSError as exc:
             return [
                 HealthIssue(
-                    HealthStatus.INACCESSIBLE,
-                    "ServerUnreachable",
-                    f"the {self.mount_type} server {host} does not answer on port {self.port} "
+                    status=HealthStatus.INACCESSIBLE,
+                    reason="ServerUnreachable",
+                    message=f"the {self.mount_type} server {host} does not answer on port {self.port} "
                     f"({exc.strerror or exc}); check the server and the network to it",
                 )
             ]

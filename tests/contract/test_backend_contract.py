@@ -9,6 +9,7 @@ and skip for them with that reason (the VM suite, tests/e2e, runs them against r
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import time
 from collections.abc import Iterator
@@ -83,16 +84,16 @@ def volume(backend: Backend, access: AccessType = AccessType.MOUNT, size: int = 
     parameters = {"kind": backend.kind, **NETWORK_PARAMETERS.get(backend.kind, {})}
     backend.check_parameters({k: v for k, v in parameters.items() if k != "kind"})
     return Volume(
-        new_volume_id(),
-        f"pvc-{time.monotonic_ns()}",
-        backend.kind,
-        max(size, backend.minimum_bytes(fs_type)),
-        access,
-        fs_type,
-        parameters,
-        "",
-        False,
-        time.time(),
+        id=new_volume_id(),
+        name=f"pvc-{time.monotonic_ns()}",
+        kind=backend.kind,
+        capacity_bytes=max(size, backend.minimum_bytes(fs_type)),
+        access_type=access,
+        fs_type=fs_type,
+        parameters=parameters,
+        content_source=None,
+        ephemeral=False,
+        created_at=time.time(),
     )
 
 
@@ -305,7 +306,7 @@ def test_expansion_answers_what_node_expansion_declares(backend: Backend) -> Non
     backend.create(vol, {}, None)
     try:
         assert backend.expand(vol, vol.capacity_bytes * 2) is backend.node_expansion
-        grown = Volume(**{**vol.__dict__, "capacity_bytes": vol.capacity_bytes * 2})
+        grown = dataclasses.replace(vol, capacity_bytes=vol.capacity_bytes * 2)
         assert backend.health(grown) == []
     finally:
         backend.delete(vol, {})

@@ -73,5 +73,11 @@ class ToyBackend(Backend):
     def health(self, volume: Volume) -> list[HealthIssue]:
         path = self.volume_path(volume.id)
         if path is None or path.is_symlink() or not path.is_dir():
-            return [HealthIssue(HealthStatus.DATA_LOSS, "ToyDirectoryMissing", f"{path} is gone")]
+            return [
+                HealthIssue(
+                    status=HealthStatus.DATA_LOSS,
+                    reason="ToyDirectoryMissing",
+                    message=f"{path} is gone",
+                )
+            ]
         return []

@@ -334,7 +334,9 @@ class InProcess:
 
     def mounted_volume(self, name: str) -> tuple[str, str]:
         """An ext4 volume, attached and mounted at its own staging directory, recorded staged."""
-        cap = Capability(AccessType.MOUNT, AccessMode.SINGLE_NODE_WRITER, "ext4")
+        cap = Capability(
+            access_type=AccessType.MOUNT, access_mode=AccessMode.SINGLE_NODE_WRITER, fs_type="ext4"
+        )
         vol = self.volumes.create(name, CapacityRange(32 * MIB), [cap], {}, {}, None)
         staging = self.root / "staging" / name
         staging.mkdir(parents=True)
@@ -342,7 +344,16 @@ class InProcess:
         assert isinstance(image, image_backend.ImageBackend)
         device = loopdev.attach(str(image.image_path(vol.id))).path
         self.mounter.mount(device, str(staging), "ext4", [])
-        self.catalog.put_staging(Staging(vol.id, str(staging), None, (), device, AccessType.MOUNT))
+        self.catalog.put_staging(
+            Staging(
+                volume_id=vol.id,
+                staging_path=str(staging),
+                label=None,
+                flags=(),
+                device=device,
+                access_type=AccessType.MOUNT,
+            )
+        )
         return vol.id, str(staging)
 
 

@@ -184,7 +184,9 @@ class LinkedKubelet:
 
     def mounted_volume(self, name: str) -> tuple[str, str]:
         """An ext4 volume mounted at a staging path under the symlinked kubelet directory."""
-        cap = Capability(AccessType.MOUNT, AccessMode.SINGLE_NODE_WRITER, "ext4")
+        cap = Capability(
+            access_type=AccessType.MOUNT, access_mode=AccessMode.SINGLE_NODE_WRITER, fs_type="ext4"
+        )
         vol = self.volumes.create(name, CapacityRange(32 * MIB), [cap], {}, {}, None)
         staging = self.kubelet / "plugins" / f"{name}-globalmount"
         staging.mkdir()
@@ -193,7 +195,16 @@ class LinkedKubelet:
         device = loopdev.attach(str(image.image_path(vol.id))).path
         self.mounter.mount(device, str(staging), "ext4", [])
         self.staged.append(os.path.realpath(staging))
-        self.catalog.put_staging(Staging(vol.id, str(staging), None, (), device, AccessType.MOUNT))
+        self.catalog.put_staging(
+            Staging(
+                volume_id=vol.id,
+                staging_path=str(staging),
+                label=None,
+                flags=(),
+                device=device,
+                access_type=AccessType.MOUNT,
+            )
+        )
         return vol.id, str(staging)
 
 

@@ -842,7 +842,13 @@ def test_network_stage_mounts_on_the_checked_directory_not_the_path(
     backend = BACKENDS[kind](env)
     params = {"server": "192.0.2.1", "share": "/exports"} if kind == "nfs" else {"source": "//h/s"}
     vol = Volume(
-        "vol-" + "1" * 32, "pvc", kind, 1 << 30, AccessType.MOUNT, kind, {"kind": kind, **params}
+        id="vol-" + "1" * 32,
+        name="pvc",
+        kind=kind,
+        capacity_bytes=1 << 30,
+        access_type=AccessType.MOUNT,
+        fs_type=kind,
+        parameters={"kind": kind, **params},
     )
     staging = str(parent / "globalmount")
     try:

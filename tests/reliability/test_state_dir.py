@@ -21,7 +21,7 @@ from pathlib import Path
 import grpc
 import pytest
 
-from csi_hostpath_selinux import statedir
+from csi_hostpath_selinux import intents
 from csi_hostpath_selinux._proto import csi_pb2 as pb
 from tests.reliability.conftest import Node, NodeFactory
 from tests.reliability.crash import mount_count
@@ -114,7 +114,7 @@ def test_a_lost_wal_never_deletes_the_volumes_it_recorded(node: Node) -> None:
     # intent is gone. Before that, a catalog without the row (a power cut, or this lost WAL)
     # means the create is undone: its storage, never mounted, is removed (test_intents.py).
     deadline = time.monotonic() + 10
-    while statedir.intents(state) and time.monotonic() < deadline:
+    while intents.intents(state) and time.monotonic() < deadline:
         time.sleep(0.05)
     node.driver.stop(signal.SIGKILL)
     wal = state / "catalog.sqlite-wal"

@@ -37,7 +37,11 @@ from csi_hostpath_selinux.snapshots import SnapshotManager
 from csi_hostpath_selinux.state import Catalog
 
 MIB = 1024 * 1024
-ISSUE = HealthIssue(HealthStatus.INACCESSIBLE, "VendorDeviceGone", "the vendor's device is gone")
+ISSUE = HealthIssue(
+    status=HealthStatus.INACCESSIBLE,
+    reason="VendorDeviceGone",
+    message="the vendor's device is gone",
+)
 
 
 class Capable(FakeBackend):
@@ -67,20 +71,28 @@ def world(tmp_path: Path) -> Iterator[tuple[DriverConfig, Catalog, dict[str, Bac
 
 def add_volume(catalog: Catalog, access: AccessType) -> Volume:
     vol = Volume(
-        new_volume_id(),
-        f"pvc-{time.monotonic_ns()}",
-        "capable",
-        MIB,
-        access,
-        "",
-        {"kind": "capable"},
-        "",
-        False,
-        1.0,
+        id=new_volume_id(),
+        name=f"pvc-{time.monotonic_ns()}",
+        kind="capable",
+        capacity_bytes=MIB,
+        access_type=access,
+        fs_type="",
+        parameters={"kind": "capable"},
+        content_source=None,
+        ephemeral=False,
+        created_at=1.0,
     )
     catalog.add_volume(vol)
     catalog.put_staging(
-        Staging(vol.id, f"/staging/{vol.id}", None, (), "/dev/x", access, StagingState.READY)
+        Staging(
+            volume_id=vol.id,
+            staging_path=f"/staging/{vol.id}",
+            label=None,
+            flags=(),
+            device="/dev/x",
+            access_type=access,
+            state=StagingState.READY,
+        )
     )
     return vol
 
@@ -114,7 +126,15 @@ def test_snapshot_metadata_serves_a_kind_with_raw_block_snapshots(
 ) -> None:
     _, catalog, backends = world
     vol = add_volume(catalog, AccessType.BLOCK)
-    snap = Snapshot(new_snapshot_id(), "s", vol.id, MIB, 1.0, True, "block")
+    snap = Snapshot(
+        id=new_snapshot_id(),
+        name="s",
+        source_volume_id=vol.id,
+        size_bytes=MIB,
+        created_at=1.0,
+        ready=True,
+        source_access_type="block",
+    )
     catalog.add_snapshot(snap)
     stored = catalog.snapshot(snap.id)
     assert stored is not None and stored.kind == "capable"

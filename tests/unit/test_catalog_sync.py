@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from csi_hostpath_selinux import state
+from csi_hostpath_selinux import catalog_sync
 from csi_hostpath_selinux.models import AccessType, Staging, StagingState, Volume, new_volume_id
 from csi_hostpath_selinux.state import Catalog
 
@@ -20,7 +20,7 @@ class Syncs:
     def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
         self.wal: list[str] = []
         self.lock = threading.Lock()
-        real = state._fsync_path
+        real = catalog_sync.fsync_path
 
         def recording(path: Path, data_only: bool = False) -> None:
             real(path, data_only)
@@ -28,7 +28,7 @@ class Syncs:
                 with self.lock:
                     self.wal.append(threading.current_thread().name)
 
-        monkeypatch.setattr(state, "_fsync_path", recording)
+        monkeypatch.setattr(catalog_sync, "fsync_path", recording)
 
     def count(self) -> int:
         with self.lock:
@@ -37,18 +37,37 @@ class Syncs:
 
 def volume(name: str) -> Volume:
     return Volume(
-        new_volume_id(), name, "directory", 1 << 20, AccessType.MOUNT, "", {}, "", False, 1.0
+        id=new_volume_id(),
+        name=name,
+        kind="directory",
+        capacity_bytes=1 << 20,
+        access_type=AccessType.MOUNT,
+        fs_type="",
+        parameters={},
+        content_source=None,
+        ephemeral=False,
+        created_at=1.0,
     )
 
 
 def staging(vol: Volume) -> Staging:
-    return Staging(vol.id, "/staging", None, (), "", AccessType.MOUNT, StagingState.PENDING)
+    return Staging(
+        volume_id=vol.id,
+        staging_path="/staging",
+        label=None,
+        flags=(),
+        device="",
+        access_type=AccessType.MOUNT,
+        state=StagingState.PENDING,
+    )
 
 
 def test_a_volume_row_is_synced_before_a_mount_record_commit_returns(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(state._WalSync, "DELAY", 3600.0)  # the background thread never gets to it
+    monkeypatch.setattr(
+        catalog_sync.WalSync, "DELAY", 3600.0
+    )  # the background thread never gets to it
     syncs = Syncs(monkeypatch)
     cat = Catalog(tmp_path / "c.sqlite")
     start = syncs.count()
@@ -68,7 +87,7 @@ def test_a_volume_row_is_synced_before_a_mount_record_commit_returns(
 def test_the_background_thread_syncs_a_volume_row_within_the_delay(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(state._WalSync, "DELAY", 0.05)
+    monkeypatch.setattr(catalog_sync.WalSync, "DELAY", 0.05)
     syncs = Syncs(monkeypatch)
     cat = Catalog(tmp_path / "c.sqlite")
     start = syncs.count()
@@ -83,7 +102,7 @@ def test_the_background_thread_syncs_a_volume_row_within_the_delay(
 
 
 def test_close_syncs_what_is_pending(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(state._WalSync, "DELAY", 3600.0)
+    monkeypatch.setattr(catalog_sync.WalSync, "DELAY", 3600.0)
     syncs = Syncs(monkeypatch)
     path = tmp_path / "c.sqlite"
     cat = Catalog(path)
@@ -101,9 +120,9 @@ def test_a_sync_fsyncs_the_sync_dirs_before_the_wal_and_then_runs_what_waited(
 ) -> None:
     """The intents made before a commit are on disk before the commit is (a WAL rewritten in
     place reaches the disk with fdatasync alone, which commits no filesystem journal)."""
-    monkeypatch.setattr(state._WalSync, "DELAY", 3600.0)
+    monkeypatch.setattr(catalog_sync.WalSync, "DELAY", 3600.0)
     order: list[str] = []
-    real = state._fsync_path
+    real = catalog_sync.fsync_path
 
     def recording(path: Path, data_only: bool = False) -> None:
         real(path, data_only)
@@ -112,7 +131,7 @@ def test_a_sync_fsyncs_the_sync_dirs_before_the_wal_and_then_runs_what_waited(
     intents = tmp_path / "intents"
     intents.mkdir()
     cat = Catalog(tmp_path / "c.sqlite", sync_dirs=[intents, tmp_path / "not-made-yet"])
-    monkeypatch.setattr(state, "_fsync_path", recording)
+    monkeypatch.setattr(catalog_sync, "fsync_path", recording)
     cat.add_volume(volume("pvc-1"))
     cat.after_sync(lambda: order.append("after"))
     assert order == [], "after_sync ran before the sync that covers the commit"

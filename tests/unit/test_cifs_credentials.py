@@ -32,13 +32,13 @@ SHARE = "//files.example/share"
 
 def cifs_volume(**params: str) -> Volume:
     return Volume(
-        "vol-" + "0" * 32,
-        "pvc-cifs",
-        "cifs",
-        1 << 30,
-        AccessType.MOUNT,
-        "cifs",
-        {"kind": "cifs", "source": SHARE, **params},
+        id="vol-" + "0" * 32,
+        name="pvc-cifs",
+        kind="cifs",
+        capacity_bytes=1 << 30,
+        access_type=AccessType.MOUNT,
+        fs_type="cifs",
+        parameters={"kind": "cifs", "source": SHARE, **params},
     )
 
 

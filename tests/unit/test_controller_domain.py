@@ -7,6 +7,7 @@ status.py) and its message, and the storage on disk.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -14,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from csi_hostpath_selinux import recovery, statedir
+from csi_hostpath_selinux import intents, recovery
 from csi_hostpath_selinux.backends import Backend, BackendEnv, DirectoryBackend, FakeBackend
 from csi_hostpath_selinux.backends.base import remove_path
 from csi_hostpath_selinux.config import DriverConfig
@@ -33,7 +34,9 @@ from csi_hostpath_selinux.models import (
     AccessMode,
     AccessType,
     Capability,
+    ContentSource,
     Snapshot,
+    SourceType,
     Staging,
     StagingState,
     Volume,
@@ -42,11 +45,11 @@ from csi_hostpath_selinux.models import (
 from csi_hostpath_selinux.mounting import NodeVolumes
 from csi_hostpath_selinux.selinux import SELinuxSupport
 from csi_hostpath_selinux.state import Catalog
-from csi_hostpath_selinux.volumes import CapacityRange, ContentSource, VolumeManager
+from csi_hostpath_selinux.volumes import CapacityRange, VolumeManager
 
 MIB = 1024 * 1024
-MOUNT = Capability(AccessType.MOUNT, AccessMode.SINGLE_NODE_WRITER)
-BLOCK = Capability(AccessType.BLOCK, AccessMode.SINGLE_NODE_WRITER)
+MOUNT = Capability(access_type=AccessType.MOUNT, access_mode=AccessMode.SINGLE_NODE_WRITER)
+BLOCK = Capability(access_type=AccessType.BLOCK, access_mode=AccessMode.SINGLE_NODE_WRITER)
 FAKE = {"kind": "fake"}
 
 
@@ -80,7 +83,15 @@ class Controller:
         backend = self.backends[vol.kind]
         snap_id = new_snapshot_id()
         size = backend.snapshot(vol, backend.snapshot_path(snap_id), None)
-        snap = Snapshot(snap_id, f"snap-{vol.name}", vol.id, vol.capacity_bytes, 1.0, True, "mount")
+        snap = Snapshot(
+            id=snap_id,
+            name=f"snap-{vol.name}",
+            source_volume_id=vol.id,
+            size_bytes=vol.capacity_bytes,
+            created_at=1.0,
+            ready=True,
+            source_access_type="mount",
+        )
         assert size >= 0
         self.catalog.add_snapshot(snap)
         stored = self.catalog.snapshot(snap_id)
@@ -191,7 +202,15 @@ def test_delete_removes_the_storage_and_is_idempotent(ctl: Controller) -> None:
 def test_delete_of_a_staged_volume_is_refused(ctl: Controller) -> None:
     vol = ctl.create("pvc-a")
     ctl.catalog.put_staging(
-        Staging(vol.id, "/s", None, (), "", AccessType.MOUNT, StagingState.READY)
+        Staging(
+            volume_id=vol.id,
+            staging_path="/s",
+            label=None,
+            flags=(),
+            device="",
+            access_type=AccessType.MOUNT,
+            state=StagingState.READY,
+        )
     )
     with pytest.raises(FailedPrecondition, match="still staged at /s"):
         ctl.volumes.delete(vol.id, {})
@@ -207,13 +226,20 @@ def test_restore_copies_the_snapshot_and_grows_to_the_request(ctl: Controller) -
         f.write(b"written before the snapshot")
     snap = ctl.snapshot(vol)
     assert snap.kind == "fake"  # recorded from the source volume
-    restored = ctl.create("pvc-b", required=3 * MIB, source=ContentSource("snapshot", snap.id))
+    restored = ctl.create(
+        "pvc-b", required=3 * MIB, source=ContentSource(type=SourceType.SNAPSHOT, id=snap.id)
+    )
     data = ctl.data(restored).read_bytes()
     assert data.startswith(b"written before the snapshot") and len(data) == 3 * MIB
     with pytest.raises(OutOfRange, match="smaller than snapshot"):
-        ctl.create("pvc-c", required=MIB, limit=MIB, source=ContentSource("snapshot", snap.id))
+        ctl.create(
+            "pvc-c",
+            required=MIB,
+            limit=MIB,
+            source=ContentSource(type=SourceType.SNAPSHOT, id=snap.id),
+        )
     with pytest.raises(NotFound):
-        ctl.create("pvc-d", source=ContentSource("snapshot", new_snapshot_id()))
+        ctl.create("pvc-d", source=ContentSource(type=SourceType.SNAPSHOT, id=new_snapshot_id()))
 
 
 def test_a_snapshot_restores_after_its_volume_is_deleted(ctl: Controller) -> None:
@@ -221,7 +247,9 @@ def test_a_snapshot_restores_after_its_volume_is_deleted(ctl: Controller) -> Non
     vol = ctl.create("pvc-a", required=2 * MIB)
     snap = ctl.snapshot(vol)
     ctl.volumes.delete(vol.id, {})
-    restored = ctl.create("pvc-b", required=2 * MIB, source=ContentSource("snapshot", snap.id))
+    restored = ctl.create(
+        "pvc-b", required=2 * MIB, source=ContentSource(type=SourceType.SNAPSHOT, id=snap.id)
+    )
     assert ctl.data(restored).stat().st_size == 2 * MIB
 
 
@@ -229,7 +257,9 @@ def test_restore_into_another_kind_is_refused(ctl: Controller) -> None:
     snap = ctl.snapshot(ctl.create("pvc-a"))
     with pytest.raises(InvalidArgument, match="'fake' volume; it cannot restore into"):
         ctl.create(
-            "pvc-b", source=ContentSource("snapshot", snap.id), parameters={"kind": "directory"}
+            "pvc-b",
+            source=ContentSource(type=SourceType.SNAPSHOT, id=snap.id),
+            parameters={"kind": "directory"},
         )
     assert ctl.catalog.volume_by_name("pvc-b") is None
 
@@ -237,14 +267,23 @@ def test_restore_into_another_kind_is_refused(ctl: Controller) -> None:
 def test_clone_copies_the_volume(ctl: Controller) -> None:
     vol = ctl.create("pvc-a", required=2 * MIB)
     ctl.data(vol).write_bytes(b"x" * (2 * MIB))
-    clone = ctl.create("pvc-b", required=2 * MIB, source=ContentSource("volume", vol.id))
+    clone = ctl.create(
+        "pvc-b", required=2 * MIB, source=ContentSource(type=SourceType.VOLUME, id=vol.id)
+    )
     assert ctl.data(clone).read_bytes() == b"x" * (2 * MIB)
-    assert clone.content_source == f"volume:{vol.id}"
+    assert clone.content_source == ContentSource(type=SourceType.VOLUME, id=vol.id)
     with pytest.raises(OutOfRange, match="smaller than its source volume"):
-        ctl.create("pvc-c", required=MIB, limit=MIB, source=ContentSource("volume", vol.id))
+        ctl.create(
+            "pvc-c",
+            required=MIB,
+            limit=MIB,
+            source=ContentSource(type=SourceType.VOLUME, id=vol.id),
+        )
     with pytest.raises(InvalidArgument, match="cannot be cloned into kind 'directory'"):
         ctl.create(
-            "pvc-d", source=ContentSource("volume", vol.id), parameters={"kind": "directory"}
+            "pvc-d",
+            source=ContentSource(type=SourceType.VOLUME, id=vol.id),
+            parameters={"kind": "directory"},
         )
 
 
@@ -274,13 +313,13 @@ def test_recovery_removes_an_unfinished_fake_volume_and_snapshot(ctl: Controller
     snapshot file killed before its row, both proven unfinished by their intents."""
     vol = ctl.create("pvc-a")
     snap = ctl.snapshot(vol)
-    orphan_vol = Volume(**{**vol.__dict__, "id": "vol-" + "e" * 32, "name": "lost"})
+    orphan_vol = dataclasses.replace(vol, id="vol-" + "e" * 32, name="lost")
     ctl.fake.create(orphan_vol, {}, None)
     orphan_snap = new_snapshot_id()
     ctl.fake.snapshot(vol, ctl.fake.snapshot_path(orphan_snap), None)
     for ident in (orphan_vol.id, orphan_snap):
-        (ctl.config.state_dir / statedir.INTENTS_DIR).mkdir(exist_ok=True)
-        (ctl.config.state_dir / statedir.INTENTS_DIR / ident).touch()
+        (ctl.config.state_dir / intents.INTENTS_DIR).mkdir(exist_ok=True)
+        (ctl.config.state_dir / intents.INTENTS_DIR / ident).touch()
     node = NodeVolumes(
         ctl.config,
         ctl.catalog,

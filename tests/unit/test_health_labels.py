@@ -18,6 +18,7 @@ from csi_hostpath_selinux.config import DriverConfig
 from csi_hostpath_selinux.fake_mounts import FakeMounter
 from csi_hostpath_selinux.health import HealthChecker
 from csi_hostpath_selinux.models import (
+    AccessMode,
     AccessType,
     HealthIssue,
     HealthStatus,
@@ -73,12 +74,28 @@ class Node:
 
     def stage(self, label: str | None) -> None:
         self.catalog.put_staging(
-            Staging(self.vol.id, self.staging, label, (), "", AccessType.MOUNT, StagingState.READY)
+            Staging(
+                volume_id=self.vol.id,
+                staging_path=self.staging,
+                label=label,
+                flags=(),
+                device="",
+                access_type=AccessType.MOUNT,
+                state=StagingState.READY,
+            )
         )
 
     def publish(self, label: str | None) -> None:
         self.catalog.put_publication(
-            Publication(self.vol.id, self.target, self.staging, False, label, (), 1)
+            Publication(
+                volume_id=self.vol.id,
+                target_path=self.target,
+                staging_path=self.staging,
+                read_only=False,
+                label=label,
+                flags=(),
+                access_mode=AccessMode.SINGLE_NODE_WRITER,
+            )
         )
 
     def read_label(self, path: str) -> str | None:
@@ -111,13 +128,13 @@ def node(tmp_path: Path) -> Iterator[Node]:
     catalog = Catalog(tmp_path / "catalog.sqlite")
     backends = {"nfs": ReachableNFS(BackendEnv(config.state_dir, FakeMounter()))}
     vol = Volume(
-        "vol-" + "1" * 32,
-        "pvc-a",
-        "nfs",
-        1 << 30,
-        AccessType.MOUNT,
-        "nfs",
-        {"kind": "nfs", "server": "nfs.example", "share": "/srv"},
+        id="vol-" + "1" * 32,
+        name="pvc-a",
+        kind="nfs",
+        capacity_bytes=1 << 30,
+        access_type=AccessType.MOUNT,
+        fs_type="nfs",
+        parameters={"kind": "nfs", "server": "nfs.example", "share": "/srv"},
     )
     catalog.add_volume(vol)
     world = Node(HealthChecker(config, catalog, backends), catalog, vol, str(staging), str(target))

@@ -16,8 +16,9 @@ from pathlib import Path
 
 import pytest
 
-from csi_hostpath_selinux import state, statedir
+from csi_hostpath_selinux import catalog_guard, catalog_sync, intents
 from csi_hostpath_selinux.backends import BACKENDS, Backend, BackendEnv
+from csi_hostpath_selinux.catalog_guard import StateDirError
 from csi_hostpath_selinux.config import DriverConfig
 from csi_hostpath_selinux.fake_mounts import FakeMounter
 from csi_hostpath_selinux.locks import OperationLocks
@@ -27,7 +28,6 @@ from csi_hostpath_selinux.mounting import NodeVolumes
 from csi_hostpath_selinux.recovery import reconcile
 from csi_hostpath_selinux.selinux import SELinuxSupport
 from csi_hostpath_selinux.state import Catalog
-from csi_hostpath_selinux.statedir import StateDirError
 from csi_hostpath_selinux.volumes import CapacityRange, VolumeManager
 
 CATALOG_FILES = ("catalog.sqlite", "catalog.sqlite-wal")
@@ -45,7 +45,7 @@ class Node:
         return self.config.state_dir
 
     def create(self, name: str) -> Volume:
-        cap = Capability(AccessType.MOUNT, AccessMode.SINGLE_NODE_WRITER)
+        cap = Capability(access_type=AccessType.MOUNT, access_mode=AccessMode.SINGLE_NODE_WRITER)
         return self.volumes.create(
             name, CapacityRange(1 << 20), [cap], {"kind": "directory"}, {}, None
         )
@@ -68,8 +68,8 @@ class Node:
 def start(state_dir: Path) -> Node:
     """What the driver does at start, up to reconciliation (which the test calls)."""
     config = DriverConfig(node_id="n1", state_dir=state_dir)
-    catalog = Catalog(config.catalog_path, sync_dirs=statedir.sync_dirs(state_dir))
-    statedir.check(catalog, state_dir)
+    catalog = Catalog(config.catalog_path, sync_dirs=intents.sync_dirs(state_dir))
+    catalog_guard.check(catalog, state_dir)
     backends: dict[str, Backend] = {
         k: cls(BackendEnv(state_dir, FakeMounter())) for k, cls in BACKENDS.items()
     }
@@ -80,7 +80,7 @@ def start(state_dir: Path) -> Node:
 
 @pytest.fixture
 def node(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Node]:
-    monkeypatch.setattr(state._WalSync, "DELAY", 3600.0)  # only the test's sync() syncs
+    monkeypatch.setattr(catalog_sync.WalSync, "DELAY", 3600.0)  # only the test's sync() syncs
     (tmp_path / "state").mkdir()
     node = start(tmp_path / "state")
     yield node
@@ -105,7 +105,7 @@ def after_power_cut(node: Node, disk_catalog: Path, into: Path) -> Path:
 
 def test_an_intent_stays_until_the_sync_that_covers_the_create(node: Node) -> None:
     vol = node.create("pvc-a")
-    mark = node.state_dir / statedir.INTENTS_DIR / vol.id
+    mark = node.state_dir / intents.INTENTS_DIR / vol.id
     assert mark.exists(), "the intent went before the volume's row was on disk"
     node.catalog.sync()
     assert not mark.exists(), "the sync that covers the create did not remove its intent"
@@ -115,7 +115,7 @@ def test_an_intent_stays_until_the_sync_that_covers_the_delete(node: Node) -> No
     vol = node.create("pvc-a")
     node.catalog.sync()
     node.volumes.delete(vol.id, {})
-    mark = node.state_dir / statedir.INTENTS_DIR / vol.id
+    mark = node.state_dir / intents.INTENTS_DIR / vol.id
     assert mark.exists(), "the intent went before the row's removal was on disk"
     node.catalog.sync()
     assert not mark.exists()
@@ -134,7 +134,7 @@ def test_a_power_cut_before_the_sync_leaves_the_intent_and_start_removes_the_sto
         assert rebooted.catalog.volume(vol.id) is None, "the power cut took the row back"
         assert rebooted.reconcile() == [vol.id]
         assert not (rebooted.state_dir / "volumes" / vol.id).exists()
-        assert statedir.intents(rebooted.state_dir) == set()
+        assert intents.intents(rebooted.state_dir) == set()
     finally:
         rebooted.catalog.close()
 
@@ -150,7 +150,7 @@ def test_a_kill_before_the_sync_keeps_the_volume(node: Node, tmp_path: Path) -> 
         assert restarted.reconcile() == []
         assert restarted.catalog.volume(vol.id) == vol
         assert (killed / "volumes" / vol.id).is_dir()
-        assert statedir.intents(killed) == set()
+        assert intents.intents(killed) == set()
     finally:
         restarted.catalog.close()
 
@@ -160,7 +160,7 @@ def test_without_the_intent_the_same_power_cut_refuses_to_start(node: Node, tmp_
     synced_catalog(node, tmp_path / "disk")
     vol = node.create("pvc-a")
     lost = after_power_cut(node, tmp_path / "disk", tmp_path / "rebooted")
-    (lost / statedir.INTENTS_DIR / vol.id).unlink(missing_ok=True)
+    (lost / intents.INTENTS_DIR / vol.id).unlink(missing_ok=True)
     with pytest.raises(StateDirError, match="does not list 1 volume"):
         start(lost).catalog.close()
 
@@ -171,24 +171,24 @@ def test_a_refused_create_leaves_no_intent_behind(node: Node) -> None:
     ident = "vol-" + "1" * 32
     with (
         pytest.raises(RuntimeError, match="refused"),
-        statedir.intent(node.catalog, node.state_dir, ident),
+        intents.intent(node.catalog, node.state_dir, ident),
     ):
         raise RuntimeError("refused before making any storage")
     node.catalog.sync()
-    assert statedir.intents(node.state_dir) == set()
+    assert intents.intents(node.state_dir) == set()
 
 
 def test_a_failure_that_leaves_storage_keeps_its_intent(node: Node) -> None:
     ident = "vol-" + "2" * 32
     storage = node.state_dir / "volumes" / ident
-    with pytest.raises(RuntimeError), statedir.intent(node.catalog, node.state_dir, ident):
+    with pytest.raises(RuntimeError), intents.intent(node.catalog, node.state_dir, ident):
         storage.mkdir(parents=True)
         raise RuntimeError("killed half-way, storage left")
     node.catalog.sync()
-    assert statedir.intents(node.state_dir) == {ident}, "the next start needs the mark"
+    assert intents.intents(node.state_dir) == {ident}, "the next start needs the mark"
     # A later operation of the same id that succeeds still removes it.
     storage.rmdir()
-    with statedir.intent(node.catalog, node.state_dir, ident):
+    with intents.intent(node.catalog, node.state_dir, ident):
         pass
     node.catalog.sync()
-    assert statedir.intents(node.state_dir) == set()
+    assert intents.intents(node.state_dir) == set()

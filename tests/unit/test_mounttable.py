@@ -35,7 +35,14 @@ def staged(kubelet: Path, fake: FakeMounter, name: str) -> Staging:
     staging = kubelet / "plugins" / name
     staging.mkdir()
     fake.mount(f"/dev/{name}", str(staging.resolve()), "ext4", [])
-    return Staging(f"vol-{name}", str(staging), None, (), "", AccessType.MOUNT)
+    return Staging(
+        volume_id=f"vol-{name}",
+        staging_path=str(staging),
+        label=None,
+        flags=(),
+        device="",
+        access_type=AccessType.MOUNT,
+    )
 
 
 def test_a_mount_below_a_symlinked_kubelet_dir_is_found(kubelet: Path) -> None:
@@ -76,7 +83,14 @@ def test_a_block_volume_is_the_bind_of_its_device(kubelet: Path) -> None:
     fake = FakeMounter()
     staging = kubelet / "plugins" / "blk"
     staging.mkdir()
-    st = Staging("vol-blk", str(staging), None, (), "/dev/loop7", AccessType.BLOCK)
+    st = Staging(
+        volume_id="vol-blk",
+        staging_path=str(staging),
+        label=None,
+        flags=(),
+        device="/dev/loop7",
+        access_type=AccessType.BLOCK,
+    )
     other = staged(kubelet, fake, "fs")
     target = kubelet / "pods" / "dev"
     target.touch()

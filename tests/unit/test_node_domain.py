@@ -52,20 +52,25 @@ class World:
 
     def volume(self, kind: str, **params: str) -> Volume:
         vol = Volume(
-            f"vol-{len(self.catalog.all_volumes()):032x}",
-            f"pvc-{kind}-{len(params)}",
-            kind,
-            1 << 30,
-            AccessType.MOUNT,
-            kind,
-            {"kind": kind, **params},
+            id=f"vol-{len(self.catalog.all_volumes()):032x}",
+            name=f"pvc-{kind}-{len(params)}",
+            kind=kind,
+            capacity_bytes=1 << 30,
+            access_type=AccessType.MOUNT,
+            fs_type=kind,
+            parameters={"kind": kind, **params},
         )
         self.catalog.add_volume(vol)
         return vol
 
     def stage(self, vol: Volume, label: str | None, path: str = "globalmount") -> str:
         flags = (f'context="{label}"',) if label else ()
-        cap = Capability(AccessType.MOUNT, AccessMode.SINGLE_NODE_WRITER, "", flags)
+        cap = Capability(
+            access_type=AccessType.MOUNT,
+            access_mode=AccessMode.SINGLE_NODE_WRITER,
+            fs_type="",
+            mount_flags=flags,
+        )
         staging = str(self.kubelet / "plugins" / f"{vol.id}-{path}")
         self.node.stage(StageArgs(vol.id, staging, cap, {"username": "u", "password": "p4ss"}))
         return staging
@@ -132,7 +137,12 @@ def test_another_label_is_refused_before_anything_is_mounted(world: World) -> No
     assert L1 in again.value.message and L2 in again.value.message
     target = world.kubelet / "pods" / "uid" / "mount"
     target.parent.mkdir()
-    cap = Capability(AccessType.MOUNT, AccessMode.SINGLE_NODE_WRITER, "", (f'context="{L2}"',))
+    cap = Capability(
+        access_type=AccessType.MOUNT,
+        access_mode=AccessMode.SINGLE_NODE_WRITER,
+        fs_type="",
+        mount_flags=(f'context="{L2}"',),
+    )
     with pytest.raises(FailedPrecondition) as publish:
         world.node.publish(PublishArgs(vol.id, staging, str(target), cap, False))
     assert "seLinuxChangePolicy: Recursive" in publish.value.message
@@ -174,7 +184,12 @@ CUSTOM = "system_u:object_r:acme_volume_t:s0:c1,c2"
 
 
 def stage_with_flags(world: World, vol: Volume, flags: tuple[str, ...]) -> str:
-    cap = Capability(AccessType.MOUNT, AccessMode.SINGLE_NODE_WRITER, "", flags)
+    cap = Capability(
+        access_type=AccessType.MOUNT,
+        access_mode=AccessMode.SINGLE_NODE_WRITER,
+        fs_type="",
+        mount_flags=flags,
+    )
     staging = str(world.kubelet / "plugins" / f"{vol.id}-globalmount")
     world.node.stage(StageArgs(vol.id, staging, cap, {"username": "u", "password": "p"}))
     return staging
@@ -183,7 +198,12 @@ def stage_with_flags(world: World, vol: Volume, flags: tuple[str, ...]) -> str:
 def publish_with_flags(world: World, vol: Volume, staging: str, flags: tuple[str, ...]) -> None:
     target = world.kubelet / "pods" / "uid" / "mount"
     target.parent.mkdir(exist_ok=True)
-    cap = Capability(AccessType.MOUNT, AccessMode.SINGLE_NODE_WRITER, "", flags)
+    cap = Capability(
+        access_type=AccessType.MOUNT,
+        access_mode=AccessMode.SINGLE_NODE_WRITER,
+        fs_type="",
+        mount_flags=flags,
+    )
     (staged,) = world.catalog.stagings(vol.id)
     with pytest.MonkeyPatch.context() as patch:
         # What the kernel would show: a bind mount reads the staged label.
@@ -235,7 +255,10 @@ def test_types_other_than_container_file_t(world: World, first: str, second: str
     publish_with_flags(world, vol, staging, (f'context="{first}"',))
     with pytest.raises(FailedPrecondition) as info:
         cap = Capability(
-            AccessType.MOUNT, AccessMode.SINGLE_NODE_WRITER, "", (f'context="{second}"',)
+            access_type=AccessType.MOUNT,
+            access_mode=AccessMode.SINGLE_NODE_WRITER,
+            fs_type="",
+            mount_flags=(f'context="{second}"',),
         )
         other = world.kubelet / "pods" / "uid2" / "mount"
         other.parent.mkdir()
@@ -282,7 +305,12 @@ def test_label_conflicts_have_one_code_per_condition(world: World) -> None:
     assert elsewhere.value.staged_at == staging
     target = world.kubelet / "pods" / "uid" / "mount"
     target.parent.mkdir()
-    cap = Capability(AccessType.MOUNT, AccessMode.SINGLE_NODE_WRITER, "", (f'context="{L2}"',))
+    cap = Capability(
+        access_type=AccessType.MOUNT,
+        access_mode=AccessMode.SINGLE_NODE_WRITER,
+        fs_type="",
+        mount_flags=(f'context="{L2}"',),
+    )
     with pytest.raises(LabelInUse) as publish:
         world.node.publish(PublishArgs(vol.id, staging, str(target), cap, False))
     code = status_of("/csi.v1.Node/NodePublishVolume", publish.value).code

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import sqlite3
 from dataclasses import replace
 from pathlib import Path
@@ -9,9 +10,14 @@ from pathlib import Path
 import pytest
 
 from csi_hostpath_selinux.models import (
+    AccessMode,
     AccessType,
+    ContentSource,
+    GroupMember,
+    GroupSnapshot,
     Publication,
     Snapshot,
+    SourceType,
     Staging,
     StagingState,
     Volume,
@@ -23,16 +29,16 @@ from csi_hostpath_selinux.state import Catalog, CatalogError
 
 def volume(name: str) -> Volume:
     return Volume(
-        new_volume_id(),
-        name,
-        "image",
-        1 << 30,
-        AccessType.MOUNT,
-        "ext4",
-        {"kind": "image"},
-        "",
-        False,
-        1.5,
+        id=new_volume_id(),
+        name=name,
+        kind="image",
+        capacity_bytes=1 << 30,
+        access_type=AccessType.MOUNT,
+        fs_type="ext4",
+        parameters={"kind": "image"},
+        content_source=None,
+        ephemeral=False,
+        created_at=1.5,
     )
 
 
@@ -87,25 +93,41 @@ def test_stagings_publications_snapshots(tmp_path: Path) -> None:
     vol = volume("a")
     cat.add_volume(vol)
     st = Staging(
-        vol.id,
-        "/s",
-        "u:r:t:s0:c1,c2",
-        ('context="u:r:t:s0:c1,c2"',),
-        "/dev/loop3",
-        AccessType.MOUNT,
-        StagingState.PENDING,
+        volume_id=vol.id,
+        staging_path="/s",
+        label="u:r:t:s0:c1,c2",
+        flags=('context="u:r:t:s0:c1,c2"',),
+        device="/dev/loop3",
+        access_type=AccessType.MOUNT,
+        state=StagingState.PENDING,
     )
     cat.put_staging(st)
     assert cat.stagings(vol.id) == [st]
-    cat.put_staging(Staging(**{**st.__dict__, "state": StagingState.READY}))
+    cat.put_staging(replace(st, state=StagingState.READY))
     assert cat.stagings()[0].state is StagingState.READY
-    pub = Publication(vol.id, "/t", "/s", True, None, (), 7)
+    pub = Publication(
+        volume_id=vol.id,
+        target_path="/t",
+        staging_path="/s",
+        read_only=True,
+        label=None,
+        flags=(),
+        access_mode=AccessMode.SINGLE_NODE_MULTI_WRITER,
+    )
     cat.put_publication(pub)
     assert cat.publications(vol.id) == [pub]
     cat.remove_publication(vol.id, "/t")
     cat.remove_staging(vol.id, "/s")
     assert cat.publications() == [] and cat.stagings() == []
-    snap = Snapshot(new_snapshot_id(), "snap-a", vol.id, 123, 2.0, True, kind=vol.kind)
+    snap = Snapshot(
+        id=new_snapshot_id(),
+        name="snap-a",
+        source_volume_id=vol.id,
+        size_bytes=123,
+        created_at=2.0,
+        ready=True,
+        kind=vol.kind,
+    )
     cat.add_snapshot(snap)
     assert cat.snapshot(snap.id) == snap
     assert cat.snapshot_by_name("snap-a") == snap
@@ -142,7 +164,15 @@ def test_a_catalog_from_before_snapshot_modes_opens_and_records_them(tmp_path: P
     try:
         (old,) = catalog.all_snapshots()
         assert old.source_access_type == ""
-        new = Snapshot(new_snapshot_id(), "new", "vol-y", 2, 2.0, True, "block")
+        new = Snapshot(
+            id=new_snapshot_id(),
+            name="new",
+            source_volume_id="vol-y",
+            size_bytes=2,
+            created_at=2.0,
+            ready=True,
+            source_access_type="block",
+        )
         catalog.add_snapshot(new)
         assert catalog.snapshot(new.id) == new
     finally:
@@ -152,9 +182,26 @@ def test_a_catalog_from_before_snapshot_modes_opens_and_records_them(tmp_path: P
 def test_claims_are_the_path_and_its_parents_by_whole_components(tmp_path: Path) -> None:
     catalog = Catalog(tmp_path / "c.sqlite")
     try:
-        st = Staging("vol-a", "/k/plugins/a", None, (), "", AccessType.MOUNT, StagingState.READY)
+        st = Staging(
+            volume_id="vol-a",
+            staging_path="/k/plugins/a",
+            label=None,
+            flags=(),
+            device="",
+            access_type=AccessType.MOUNT,
+            state=StagingState.READY,
+        )
         catalog.put_staging(st)
-        pub = Publication("vol-b", "/k/pods/p/mount", "/k/plugins/b", False, None, (), 1, "")
+        pub = Publication(
+            volume_id="vol-b",
+            target_path="/k/pods/p/mount",
+            staging_path="/k/plugins/b",
+            read_only=False,
+            label=None,
+            flags=(),
+            access_mode=AccessMode.SINGLE_NODE_WRITER,
+            device="",
+        )
         catalog.put_publication(pub)
         assert catalog.claims("/k/plugins/a") == [("vol-a", "/k/plugins/a")]
         assert catalog.claims("/k/plugins/a/inner") == [("vol-a", "/k/plugins/a")]
@@ -196,8 +243,159 @@ def test_a_catalog_from_before_snapshot_kinds_opens_and_records_them(tmp_path: P
         catalog.set_snapshot_kind(gone, "directory")
         catalog.set_snapshot_kind(live, "directory")  # a recorded kind is never overwritten
         assert [s.kind for s in catalog.all_snapshots()] == ["image", "directory"]
-        new = Snapshot(new_snapshot_id(), "new", vol.id, 2, 2.0, True, "mount")
+        new = Snapshot(
+            id=new_snapshot_id(),
+            name="new",
+            source_volume_id=vol.id,
+            size_bytes=2,
+            created_at=2.0,
+            ready=True,
+            source_access_type="mount",
+        )
         catalog.add_snapshot(new)
         assert catalog.snapshot(new.id) == replace(new, kind="image")
     finally:
         catalog.close()
+
+
+# group snapshots
+
+#: The group snapshots table of schema version 1 (main before the members table): members a
+#: JSON list of [volume_id, snapshot_id] pairs.
+V1_GROUPS = (
+    "CREATE TABLE volume_group_snapshots (seq INTEGER PRIMARY KEY AUTOINCREMENT,"
+    " id TEXT NOT NULL UNIQUE, name TEXT NOT NULL UNIQUE, created_at REAL NOT NULL,"
+    " members TEXT NOT NULL)"
+)
+
+
+def member_snapshot(vol: Volume, snapshot_id: str) -> Snapshot:
+    return Snapshot(
+        id=snapshot_id,
+        name=f"member-{snapshot_id}",
+        source_volume_id=vol.id,
+        size_bytes=1,
+        created_at=1.0,
+        kind=vol.kind,
+    )
+
+
+def test_a_catalog_with_json_group_members_opens_and_keeps_its_groups(tmp_path: Path) -> None:
+    """A version 1 catalog (members as JSON text) gets its members as rows, in their order: the
+    group is found by each member's snapshot id, and deleting it removes the members."""
+    path = tmp_path / "old.sqlite"
+    vols = [volume("v1"), volume("v2"), volume("v3")]
+    catalog = Catalog(path)
+    for vol in vols:
+        catalog.add_volume(vol)
+    # not sorted, so the test sees that the group's order (not the ids') is kept
+    snaps = [f"snap-{c * 32}" for c in "cab"]
+    for vol, snap in zip(vols, snaps, strict=True):
+        catalog.add_snapshot(member_snapshot(vol, snap))
+    catalog.close()
+    group_id = f"group-{'d' * 32}"
+    db = sqlite3.connect(path)
+    db.executescript(
+        "DROP TABLE volume_group_snapshots; DROP TABLE group_snapshot_members;"
+        f"{V1_GROUPS}; PRAGMA user_version=1;"
+    )
+    members = json.dumps([[v.id, s] for v, s in zip(vols, snaps, strict=True)])
+    db.execute(
+        "INSERT INTO volume_group_snapshots (id, name, created_at, members) VALUES (?,?,?,?)",
+        (group_id, "old-group", 3.0, members),
+    )
+    db.commit()
+    db.close()
+
+    catalog = Catalog(path)
+    try:
+        assert not catalog.created
+        assert [catalog.group_of_snapshot(s) for s in snaps] == [group_id] * 3
+        group = catalog.group_snapshot(group_id)
+        assert group == GroupSnapshot(
+            id=group_id,
+            name="old-group",
+            created_at=3.0,
+            members=tuple(
+                GroupMember(volume_id=v.id, snapshot_id=s) for v, s in zip(vols, snaps, strict=True)
+            ),
+        )
+        assert catalog.group_snapshot_by_name("old-group") == group
+        catalog.remove_group_snapshot(group_id)
+        assert catalog.group_snapshot(group_id) is None
+        assert [catalog.group_of_snapshot(s) for s in snaps] == [None] * 3
+        assert catalog.all_snapshots() == []
+    finally:
+        catalog.close()
+    with sqlite3.connect(path) as db:
+        assert db.execute("PRAGMA user_version").fetchone()[0] == 2
+        assert db.execute("SELECT count(*) FROM group_snapshot_members").fetchone()[0] == 0
+
+
+@pytest.mark.parametrize(
+    "asked",
+    [
+        "snap-" + "a" * 31,  # a prefix of a member's id
+        "a" * 32,  # a suffix
+        'snap-aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa"]',  # a member's id and a piece of JSON
+        "snap-" + "a" * 32 + "snap-" + "b" * 32,  # two members' ids run together
+        "",
+    ],
+)
+def test_group_of_snapshot_matches_whole_member_ids_only(tmp_path: Path, asked: str) -> None:
+    catalog = Catalog(tmp_path / "c.sqlite")
+    try:
+        vols = [volume("v1"), volume("v2")]
+        snaps = [member_snapshot(v, f"snap-{c * 32}") for v, c in zip(vols, "ab", strict=True)]
+        for vol in vols:
+            catalog.add_volume(vol)
+        group = GroupSnapshot(
+            id=f"group-{'e' * 32}",
+            name="g",
+            created_at=1.0,
+            members=tuple(
+                GroupMember(volume_id=s.source_volume_id, snapshot_id=s.id) for s in snaps
+            ),
+        )
+        catalog.add_group_snapshot(group, snaps)
+        assert catalog.group_of_snapshot(snaps[0].id) == group.id
+        assert catalog.group_of_snapshot(asked) is None
+    finally:
+        catalog.close()
+
+
+def test_content_sources_and_access_modes_are_typed_and_stored_as_before(tmp_path: Path) -> None:
+    """The catalog keeps storing "snapshot:<id>", "volume:<id>" or "" and the mode's number;
+    readers get a ContentSource and an AccessMode."""
+    path = tmp_path / "c.sqlite"
+    catalog = Catalog(path)
+    try:
+        snap_id = new_snapshot_id()
+        restored = replace(
+            volume("r"), content_source=ContentSource(type=SourceType.SNAPSHOT, id=snap_id)
+        )
+        clone = replace(
+            volume("c"), content_source=ContentSource(type=SourceType.VOLUME, id=restored.id)
+        )
+        plain = volume("p")
+        for vol in (restored, clone, plain):
+            catalog.add_volume(vol)
+        pub = Publication(
+            volume_id=plain.id,
+            target_path="/t",
+            staging_path="/s",
+            read_only=False,
+            label=None,
+            flags=(),
+            access_mode=AccessMode.SINGLE_NODE_SINGLE_WRITER,
+        )
+        catalog.put_publication(pub)
+        assert [catalog.volume(v.id) for v in (restored, clone, plain)] == [restored, clone, plain]
+        (read,) = catalog.publications()
+        assert read.access_mode is AccessMode.SINGLE_NODE_SINGLE_WRITER
+    finally:
+        catalog.close()
+    with sqlite3.connect(path) as db:
+        stored = dict(db.execute("SELECT name, content_source FROM volumes").fetchall())
+        assert stored == {"r": f"snapshot:{snap_id}", "c": f"volume:{restored.id}", "p": ""}
+        assert db.execute("SELECT access_mode FROM publications").fetchone()[0] == 6
