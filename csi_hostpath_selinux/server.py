@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 
 import grpc
 
-from . import statedir
+from . import catalog_guard, intents, statedir
 from ._proto import csi_pb2_grpc as rpc
 from .backends import BACKENDS, Backend, BackendEnv
 from .config import DriverConfig
@@ -123,12 +123,12 @@ def _build(config: DriverConfig, lock_fd: int, mounter: Mounter | None) -> Drive
         catalog = Catalog(
             config.catalog_path,
             before_write=reserve.before_write,
-            sync_dirs=statedir.sync_dirs(config.state_dir),
+            sync_dirs=intents.sync_dirs(config.state_dir),
         )
     except sqlite3.DatabaseError as exc:
         raise damaged(config, exc) from exc
     try:
-        statedir.check(catalog, config.state_dir)
+        catalog_guard.check(catalog, config.state_dir)
     except sqlite3.DatabaseError as exc:
         catalog.close()
         raise damaged(config, exc) from exc

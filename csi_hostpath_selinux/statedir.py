@@ -13,17 +13,11 @@ import os
 import threading
 from pathlib import Path
 
-# server.py's start-up calls statedir.sync_dirs and statedir.check (kept for it).
-from .catalog_guard import check
-from .intents import sync_dirs
-
 __all__ = [
     "LOW_SPACE_BYTES",
     "RESERVE_BYTES",
     "Reserve",
-    "check",
     "lock",
-    "sync_dirs",
 ]
 
 LOCK_FILE = "driver.lock"
