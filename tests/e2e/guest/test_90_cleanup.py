@@ -5,6 +5,7 @@ This file runs last (pytest collects files in name order).
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 from e2e_lib import CIFS_SECRETS, KUBELET_DIR, attached_loop_devices, mounts_below
@@ -24,12 +25,23 @@ def test_no_loop_devices_attached() -> None:
     assert not left
 
 
-def test_state_dirs_hold_no_volumes() -> None:
+def volume_files() -> list[str]:
     left = []
     for state_dir in Path("/var/lib").glob("csi-hostpath-selinux*"):
         volumes = sorted(str(p) for p in state_dir.rglob("vol-*"))
         print(f"volume files in {state_dir}: {volumes or 'none'}")
         left += volumes
+    return left
+
+
+def test_state_dirs_hold_no_volumes() -> None:
+    # A delete's intent file (intents/vol-...) goes once the catalog's commit is on disk, up to
+    # 0.25 s after DeleteVolume answered (catalog_sync.WalSync.DELAY): wait for that, bounded.
+    deadline = time.monotonic() + 10
+    left = volume_files()
+    while left and time.monotonic() < deadline:
+        time.sleep(0.2)
+        left = volume_files()
     assert not left
 
 
