@@ -128,11 +128,16 @@ class Publisher:
                 "published volume %s at %s%s", vol.id, target, " read-only" if read_only else ""
             )
 
-    def _existing_bind(self, vol: Volume, st: Staging, target: str, device: str) -> bool:
-        """True when target already carries this volume (a bind made before a driver restart);
-        AlreadyExists when something else is mounted there. Never stack a second mount."""
+    def _existing_bind(
+        self, vol: Volume, st: Staging, target: str, device: str, target_fd: int
+    ) -> bool:
+        """True when the opened target already carries this volume (a bind made before a driver
+        restart); AlreadyExists when something else is mounted there. Never stack a second mount.
+
+        Asked of the descriptor the bind would go onto, so no rename of a parent between the
+        question and the mount can hide a mount that is there."""
         view = self.ctx.view()
-        entry = view.at(target)
+        entry = view.table.mount_at_fd(target_fd, view.entries)
         if entry is None:
             return False
         if not view.is_volume(st, entry, device):
@@ -154,26 +159,27 @@ class Publisher:
         """Bind the staged volume (or, for block access, device) at target and check its label."""
         ctx = self.ctx
         trusted = ctx.trusted(target)
-        if self._existing_bind(vol, st, target, device):
-            return
         if vol.access_type is AccessType.BLOCK:
             paths.make_file(target, trusted_prefix=trusted)
         else:
             paths.make_dir(target, trusted_prefix=trusted)
         extra = _vfs_flags(flags)
+        fd = paths.open_path(target, trusted)
         try:
-            with paths.opened(target, trusted) as target_fd:
-                if vol.access_type is AccessType.BLOCK:
-                    ctx.mounter.bind(device, target_fd, read_only=read_only, extra_flags=extra)
-                else:
-                    with paths.opened(st.staging_path, ctx.trusted(st.staging_path)) as staging_fd:
-                        ctx.mounter.bind(
-                            staging_fd, target_fd, read_only=read_only, extra_flags=extra
-                        )
+            if self._existing_bind(vol, st, target, device, fd):
+                return
+            target_fd = f"/proc/self/fd/{fd}"
+            if vol.access_type is AccessType.BLOCK:
+                ctx.mounter.bind(device, target_fd, read_only=read_only, extra_flags=extra)
+            else:
+                with paths.opened(st.staging_path, ctx.trusted(st.staging_path)) as staging_fd:
+                    ctx.mounter.bind(staging_fd, target_fd, read_only=read_only, extra_flags=extra)
         except MountError as exc:
             raise Internal(
                 f"bind-mounting volume {vol.id} at {target} failed: {exc.message}"
             ) from exc
+        finally:
+            os.close(fd)
         if st.label is not None:
             try:
                 label = read_label(target)
