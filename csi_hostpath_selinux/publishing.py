@@ -159,15 +159,19 @@ class Publisher:
         """Bind the staged volume (or, for block access, device) at target and check its label."""
         ctx = self.ctx
         trusted = ctx.trusted(target)
-        if vol.access_type is AccessType.BLOCK:
-            paths.make_file(target, trusted_prefix=trusted)
-        else:
-            paths.make_dir(target, trusted_prefix=trusted)
+        make = paths.make_file if vol.access_type is AccessType.BLOCK else paths.make_dir
         extra = _vfs_flags(flags)
-        fd = paths.open_path(target, trusted)
         try:
+            fd = paths.open_path(target, trusted)
+        except FileNotFoundError:
+            make(target, trusted_prefix=trusted)
+            fd = paths.open_path(target, trusted)
+        try:
+            # First what is there (a block target carrying a bind shows the device node, which
+            # make_file would refuse), then the target's type.
             if self._existing_bind(vol, st, target, device, fd):
                 return
+            make(target, trusted_prefix=trusted)
             target_fd = f"/proc/self/fd/{fd}"
             if vol.access_type is AccessType.BLOCK:
                 ctx.mounter.bind(device, target_fd, read_only=read_only, extra_flags=extra)
