@@ -795,10 +795,13 @@ disabled_plugins = ["io.containerd.internal.v1.opt", "io.containerd.snapshotter.
             if in_net or in_mnt or in_pid:
                 found.add(pid)
         for directory in self._cgroup_dirs():
-            if directory.exists():
-                for procs in directory.rglob("cgroup.procs"):
+            # kubelet removes pod cgroups while this walks them: a directory gone between
+            # listing and reading is no process to stop.
+            for root, _dirs, files in os.walk(directory):
+                if "cgroup.procs" in files:
                     with contextlib.suppress(OSError):
-                        found.update(int(p) for p in procs.read_text().split())
+                        text = (Path(root) / "cgroup.procs").read_text()
+                        found.update(int(p) for p in text.split())
         return found
 
     def stop(self) -> None:

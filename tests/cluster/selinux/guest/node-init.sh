@@ -36,7 +36,7 @@ if ! load_policy -i; then
     down "load_policy failed"
 fi
 # Enforcing mode denies module loading from the unlabelled payload/init: load everything now.
-for module in virtio_net loop ext4 xfs overlay bridge veth br_netfilter; do
+for module in virtio_net loop ext4 xfs overlay bridge veth br_netfilter nfs nfsv4 nfsd cifs; do
     modprobe "$module" || say "modprobe $module failed"
 done
 
@@ -70,6 +70,39 @@ mount --make-rshared /
 mkdir -p /etc/cni/net.d /var/lib/kubelet /var/log/pods /var/log/containers /run/containerd \
     /var/lib/csi-hostpath-selinux
 cp /payload/node/10-bridge.conflist /etc/cni/net.d/
+
+# The servers of the NFS and CIFS scenarios, on the guest's loopback only: the driver pod is
+# hostNetwork, so it reaches them at 127.0.0.1 as a node reaches its storage network (the same
+# servers as tests/e2e/guest/init.sh; started before enforcing mode, as there).
+say "starting the NFS server and Samba on loopback"
+mkdir -p /srv/nfs /run/rpcbind /var/lib/nfs/rpc_pipefs /var/lib/nfs/v4recovery /srv/smb \
+    /run/samba /var/log/samba /var/lib/samba/private
+chmod 0777 /srv/nfs /srv/smb
+mount -t nfsd nfsd /proc/fs/nfsd
+mount -t rpc_pipefs sunrpc /var/lib/nfs/rpc_pipefs
+echo "/srv/nfs 127.0.0.1(rw,sync,no_subtree_check,no_root_squash,insecure,fsid=1)" >/etc/exports
+rpcbind -w
+exportfs -ra
+rpc.mountd
+rpc.nfsd -H 127.0.0.1 4 || say "rpc.nfsd failed"
+cat >/etc/samba/smb.conf <<'EOF'
+[global]
+   server role = standalone server
+   interfaces = lo
+   bind interfaces only = yes
+   disable netbios = yes
+   smb ports = 445
+   server min protocol = SMB2_10
+   log file = /var/log/samba/log.%m
+   log level = 1
+[share]
+   path = /srv/smb
+   read only = no
+   valid users = e2e
+   force user = root
+EOF
+printf 'e2e-password\ne2e-password\n' | smbpasswd -s -a e2e >/dev/null || say "smbpasswd failed"
+smbd --daemon || say "smbd failed"
 
 say "switching SELinux to enforcing mode"
 setenforce 1 || say "setenforce 1 failed"
