@@ -80,11 +80,11 @@ def ratio_table(results: dict[str, Any]) -> list[str]:
             )
             # The drivers advertise different capabilities, so csi-sanity runs more specs
             # against ours (the rest it skips): the time per spec it ran compares like for like.
-            mine, theirs = _per_spec_ms(ours), _per_spec_ms(go)
+            ours_spec, go_spec = _per_spec_ms(ours), _per_spec_ms(go)
             lines.append(
                 f"| csi-sanity, wall per spec run ({kind}: {ours['passed'] + ours['failed']} "
-                f"specs, theirs {go['passed'] + go['failed']}) | 1 | {_ms(mine)} | {_ms(theirs)} "
-                f"| {_ratio(mine, theirs)} | | |"
+                f"specs, theirs {go['passed'] + go['failed']}) | 1 | {_ms(ours_spec)} "
+                f"| {_ms(go_spec)} | {_ratio(ours_spec, go_spec)} | | |"
             )
     return lines + floor_note(results)
 
