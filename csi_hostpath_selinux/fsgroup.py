@@ -22,7 +22,7 @@ log = logging.getLogger(__name__)
 
 
 def parse_gid(text: str) -> int:
-    if not text.isdigit() or len(text) > 10 or int(text) > 0xFFFFFFFE:
+    if not (text.isascii() and text.isdigit()) or len(text) > 10 or int(text) > 0xFFFFFFFE:
         raise InvalidArgument(f"volume_mount_group must be a numeric group id, got {text!r}")
     return int(text)
 

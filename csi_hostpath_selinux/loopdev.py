@@ -101,7 +101,7 @@ def _open_device(device: str, flags: int) -> int:
         return os.open(device, flags | os.O_CLOEXEC)
     except FileNotFoundError:
         name = os.path.basename(device)
-        if not (name.startswith("loop") and name[4:].isdigit()):
+        if not (name.startswith("loop") and name[4:].isascii() and name[4:].isdigit()):
             raise
         ensure_node(int(name[4:]))
         return os.open(device, flags | os.O_CLOEXEC)

@@ -75,7 +75,7 @@ def list_attached() -> list[LoopDevice]:
     found = []
     for entry in glob.glob(f"{SYS_BLOCK}/loop*"):
         name = os.path.basename(entry)
-        if not name[4:].isdigit():
+        if not (name[4:].isascii() and name[4:].isdigit()):
             continue
         number = int(name[4:])
         backing = _read_backing(number)

@@ -15,7 +15,7 @@ _UNITS = {
     "gi": 1024**3,
     "ti": 1024**4,
 }
-_QUANTITY = re.compile(r"\s*(\d{1,20})\s*([kmgt]i?)?\s*", re.IGNORECASE)
+_QUANTITY = re.compile(r"\s*(\d{1,20})\s*([kmgt]i?)?\s*", re.IGNORECASE | re.ASCII)
 
 
 def parse_size(text: str) -> int:

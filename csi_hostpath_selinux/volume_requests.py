@@ -91,7 +91,7 @@ def find_volume(catalog: Catalog, volume_id: str, node_id: str) -> Volume:
 def parse_token(token: str) -> int:
     if not token:
         return 0
-    if not token.isdigit() or len(token) > 18:
+    if not (token.isascii() and token.isdigit()) or len(token) > 18:
         raise Aborted(f"starting_token {token!r} is not a token this driver handed out")
     return int(token)
 

@@ -134,7 +134,7 @@ class CIFSBackend(NetworkBackend):
                 raise InvalidArgument("the CIFS secret's 'domain' is not a domain name")
             extra.append(f"domain={domain}")
         if request.mount_group:
-            if not request.mount_group.isdigit():
+            if not (request.mount_group.isascii() and request.mount_group.isdigit()):
                 raise InvalidArgument(
                     f"volume_mount_group must be a numeric group id, got {request.mount_group!r}"
                 )

@@ -251,6 +251,7 @@ def _run_streamed(argv: list[str], log: Sink, timeout: float) -> int:
         if proc.poll() is None:
             _kill_group(proc)
             proc.wait()
+        proc.stdout.close()
 
 
 def _kill_group(proc: subprocess.Popen[bytes]) -> None:
@@ -419,6 +420,8 @@ def boot(
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+        if proc.stdout is not None:
+            proc.stdout.close()
         result.seconds = time.monotonic() - started
     copy_results(results, work / "results")
     junit = work / "results" / "junit.xml"

@@ -368,6 +368,9 @@ state = "/run/containerd"
                 if MARK_ENFORCE in line:
                     self.enforce = line.split(MARK_ENFORCE, 1)[1].strip()
 
+    def _reader_alive(self) -> bool:
+        return self._reader is not None and self._reader.is_alive()
+
     def running(self) -> bool:
         return self.proc is not None and self.proc.poll() is None
 
@@ -398,6 +401,8 @@ state = "/run/containerd"
                 self.proc.wait(timeout=30)
         if self._reader is not None:
             self._reader.join(timeout=10)
+        if self.proc is not None and self.proc.stdout is not None and not self._reader_alive():
+            self.proc.stdout.close()  # the console pipe: its reader has seen its end
         if self._address_added:
             self.cluster.run(["ip", "addr", "del", f"{NODE_IP}/32", "dev", "lo"], check=False)
             self._address_added = False
