@@ -23,7 +23,7 @@ from . import paths, selinux
 from .backends import Backend
 from .config import DriverConfig
 from .models import AccessType, HealthIssue, HealthStatus, Staging, StagingState, Volume
-from .mounts import MountEntry
+from .mountinfo import MountEntry
 from .mounttable import MountTable, MountView, ProcMountTable
 from .selinux import label_from_super_options, same_label
 from .state import Catalog

@@ -23,38 +23,11 @@ from .mount_options import (
     BIND_ATIME,
     BIND_ATTRS,
     STATVFS_FLAGS,
-    VFS_OPTIONS,
     MountError,
     bind_flags,
     split_options,
 )
-from .mountinfo import (
-    MOUNTINFO,
-    MountEntry,
-    find_mount,
-    parse_mountinfo,
-    parse_mountinfo_line,
-    read_mountinfo,
-    split_outside_quotes,
-    unescape,
-)
 from .syscalls import MS_BIND, MS_RDONLY, MS_REMOUNT
-
-__all__ = [
-    "MOUNTINFO",
-    "VFS_OPTIONS",
-    "LinuxMounter",
-    "MountEntry",
-    "MountError",
-    "Mounter",
-    "find_mount",
-    "parse_mountinfo",
-    "parse_mountinfo_line",
-    "read_mountinfo",
-    "split_options",
-    "split_outside_quotes",
-    "unescape",
-]
 
 log = logging.getLogger(__name__)
 

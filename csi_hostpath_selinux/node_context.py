@@ -28,7 +28,8 @@ from .models import (
     Volume,
     is_volume_id,
 )
-from .mounts import Mounter, MountError
+from .mount_options import MountError
+from .mounts import Mounter
 from .mounttable import MountTable, MountView
 from .selinux import SELinuxSupport, parse_mount_flags, same_label
 from .state import Catalog, tolerate_full_disk

@@ -21,7 +21,7 @@ from .errors import (
     LabelVerificationError,
 )
 from .models import AccessType, Capability, Volume
-from .mounts import MountError
+from .mount_options import MountError
 from .node_context import NodeContext
 from .selinux import MountFlags, parse_mount_flags, verify_mounted_label
 

@@ -22,7 +22,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 from .errors import FailedPrecondition, InvalidArgument, NotFound
-from .mounts import read_mountinfo
+from .mountinfo import read_mountinfo
 
 MAX_PATH = 4096
 #: What unmount_name yields for a path whose parent is gone: umount2 answers ENOENT for it.

@@ -22,8 +22,7 @@ from .errors import (
     SingleWriterInUse,
 )
 from .models import AccessMode, AccessType, Publication, Staging, Volume, is_volume_id
-from .mount_options import split_options
-from .mounts import MountError
+from .mount_options import MountError, split_options
 from .node_context import NodeContext, PublishArgs, unmount_failure
 from .node_labels import apply_mount_group, check_capability
 from .selinux import MountFlags, conflict_message, read_label, same_label

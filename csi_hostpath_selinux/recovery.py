@@ -22,8 +22,8 @@ from .backends import Backend
 from .backends.base import remove_path
 from .errors import DriverError
 from .models import AccessType, Staging, StagingState
+from .mountinfo import read_mountinfo
 from .mounting import NodeVolumes
-from .mounts import read_mountinfo
 from .mounttable import MountView
 from .state import Catalog, tolerate_full_disk
 from .volume_sources import probe_snapshot_kind

@@ -27,7 +27,7 @@ from .errors import (
     StillPublished,
 )
 from .models import AccessType, Staging, StagingState, Volume
-from .mounts import MountError
+from .mount_options import MountError
 from .node_context import NodeContext, StageArgs, same_flags, unmount_failure
 from .node_labels import (
     apply_mount_group,

@@ -22,7 +22,7 @@ from typing import ClassVar
 
 from ..errors import Internal, InvalidArgument, Unavailable
 from ..models import HealthIssue, HealthStatus, Volume
-from ..mounts import MountError
+from ..mount_options import MountError
 from ..selinux import check_option_list, with_label_extras
 from .base import Backend, StageRequest
 

@@ -15,7 +15,7 @@ import grpc
 import pytest
 
 from csi_hostpath_selinux._proto import csi_pb2 as pb
-from csi_hostpath_selinux.mounts import read_mountinfo
+from csi_hostpath_selinux.mountinfo import read_mountinfo
 from tests.support.driver import Clients, DriverProcess
 from tests.support.requests import (
     GIB,

@@ -29,7 +29,8 @@ from csi_hostpath_selinux.errors import FailedPrecondition, Internal, Unavailabl
 from csi_hostpath_selinux.group_snapshots import GroupSnapshots
 from csi_hostpath_selinux.locks import OperationLocks
 from csi_hostpath_selinux.models import AccessMode, AccessType, Capability, Staging
-from csi_hostpath_selinux.mounts import LinuxMounter, find_mount
+from csi_hostpath_selinux.mountinfo import find_mount
+from csi_hostpath_selinux.mounts import LinuxMounter
 from csi_hostpath_selinux.snapshots import SnapshotManager
 from csi_hostpath_selinux.state import Catalog
 from csi_hostpath_selinux.volumes import CapacityRange, VolumeManager

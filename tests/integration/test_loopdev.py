@@ -19,7 +19,8 @@ from pathlib import Path
 import pytest
 
 from csi_hostpath_selinux import loopdev, syscalls
-from csi_hostpath_selinux.mounts import LinuxMounter, find_mount, read_mountinfo
+from csi_hostpath_selinux.mountinfo import find_mount, read_mountinfo
+from csi_hostpath_selinux.mounts import LinuxMounter
 
 pytestmark = pytest.mark.integration
 

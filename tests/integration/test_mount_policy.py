@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from csi_hostpath_selinux.mounts import find_mount
+from csi_hostpath_selinux.mountinfo import find_mount
 from tests.integration.test_node_grpc import paths, publish, stage, teardown
 from tests.support.driver import Clients, DriverProcess
 from tests.support.requests import create, mount_cap

@@ -15,7 +15,9 @@ from pathlib import Path
 import pytest
 
 from csi_hostpath_selinux import loopdev, mounts, syscalls
-from csi_hostpath_selinux.mounts import LinuxMounter, MountError, find_mount, read_mountinfo
+from csi_hostpath_selinux.mount_options import MountError
+from csi_hostpath_selinux.mountinfo import find_mount, read_mountinfo
+from csi_hostpath_selinux.mounts import LinuxMounter
 from tests.integration.test_loopdev import Cleanup, cleanup
 
 __all__ = ["cleanup"]  # the fixture, re-exported so pytest finds it here

@@ -16,7 +16,7 @@ import pytest
 
 from csi_hostpath_selinux._proto import csi_pb2 as pb
 from csi_hostpath_selinux.backends.image import has_sys_resource
-from csi_hostpath_selinux.mounts import find_mount, read_mountinfo
+from csi_hostpath_selinux.mountinfo import find_mount, read_mountinfo
 from tests.support.driver import Clients, DriverProcess, clients, running_driver
 from tests.support.requests import L1, MIB, RWOP, block_cap, context_flag, create, mount_cap
 

@@ -6,14 +6,13 @@ from __future__ import annotations
 import pytest
 
 from csi_hostpath_selinux.fake_mounts import FakeMounter
-from csi_hostpath_selinux.mounts import (
+from csi_hostpath_selinux.mount_options import MountError, split_options
+from csi_hostpath_selinux.mountinfo import (
     MountEntry,
-    MountError,
     find_mount,
     parse_mountinfo,
     parse_mountinfo_line,
     read_mountinfo,
-    split_options,
     split_outside_quotes,
 )
 from csi_hostpath_selinux.syscalls import (

@@ -1,5 +1,5 @@
 """csi_hostpath_selinux.selinux.mountinfo: the package's mountinfo parser, which the probe uses
-and which parses exactly as the driver's mount table (mounts.py) does, so that the mount table can
+and which parses exactly as the driver's mount table (mountinfo.py) does, so that the mount table can
 take it (and the package's splitter) instead of its own copy."""
 
 from __future__ import annotations
@@ -7,7 +7,6 @@ from __future__ import annotations
 import pytest
 
 from csi_hostpath_selinux import mountinfo as driver_mountinfo
-from csi_hostpath_selinux import mounts
 from csi_hostpath_selinux.selinux.mountinfo import (
     MountInfoEntry,
     parse_mountinfo,
@@ -54,7 +53,6 @@ def test_the_driver_reads_mountinfo_with_this_parser_only() -> None:
     assert driver_mountinfo.parse_mountinfo_line is parse_mountinfo_line
     assert driver_mountinfo.parse_mountinfo is parse_mountinfo
     assert driver_mountinfo.split_outside_quotes is split_kernel_options
-    assert mounts.parse_mountinfo_line is parse_mountinfo_line
 
 
 def test_a_file_keeps_order_and_skips_blank_lines() -> None:

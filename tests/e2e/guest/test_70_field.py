@@ -195,7 +195,8 @@ def test_cifs_without_credentials_is_refused_at_once(kubelet: Kubelet) -> None:
 
 def test_mount_cifs_never_waits_for_a_password(tmp_path: Path) -> None:
     """The helper itself, asked to mount without a password: it fails at once, no prompt."""
-    from csi_hostpath_selinux.mounts import LinuxMounter, MountError  # noqa: PLC0415
+    from csi_hostpath_selinux.mount_options import MountError  # noqa: PLC0415
+    from csi_hostpath_selinux.mounts import LinuxMounter  # noqa: PLC0415
 
     target = f"{tmp_path}/t"
     run(["mkdir", "-p", target])
