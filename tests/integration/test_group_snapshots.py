@@ -8,7 +8,6 @@ leaves no snapshot behind.
 
 from __future__ import annotations
 
-import errno
 import fcntl
 import os
 from collections.abc import Callable, Iterator
@@ -29,12 +28,12 @@ from csi_hostpath_selinux.errors import FailedPrecondition, Internal, Unavailabl
 from csi_hostpath_selinux.group_snapshots import GroupSnapshots
 from csi_hostpath_selinux.locks import OperationLocks
 from csi_hostpath_selinux.models import AccessMode, AccessType, Capability, Staging
-from csi_hostpath_selinux.mountinfo import find_mount
 from csi_hostpath_selinux.mounts import LinuxMounter
 from csi_hostpath_selinux.snapshots import SnapshotManager
 from csi_hostpath_selinux.state import Catalog
 from csi_hostpath_selinux.volumes import CapacityRange, VolumeManager
 from tests.support.driver import Clients, DriverProcess, cleanup_under, clients, running_driver
+from tests.support.freezing import is_frozen, thaw_if_frozen
 from tests.support.requests import MIB, block_cap, create, mount_cap
 
 pytestmark = pytest.mark.integration
@@ -301,22 +300,6 @@ def test_request_validation(csi: Clients, driver: DriverProcess) -> None:
 # in process: failures while frozen
 
 
-def is_frozen(mount_point: str) -> bool:
-    """Probe with FIFREEZE: EBUSY means frozen already; otherwise thaw what the probe froze."""
-    fd = os.open(mount_point, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        try:
-            fcntl.ioctl(fd, freeze.FIFREEZE, 0)
-        except OSError as exc:
-            if exc.errno == errno.EBUSY:
-                return True
-            raise
-        fcntl.ioctl(fd, freeze.FITHAW, 0)
-        return False
-    finally:
-        os.close(fd)
-
-
 class InProcess:
     """The domain objects the driver builds, on a private state directory, real mounts."""
 
@@ -368,12 +351,7 @@ def in_process(tmp_path: Path) -> Iterator[InProcess]:
     finally:
         # Thaw anything a failed test left frozen before unmounting it.
         for staging in sorted((tmp_path / "staging").glob("*")):
-            if find_mount(str(staging)) is not None and is_frozen(str(staging)):
-                fd = os.open(staging, os.O_RDONLY | os.O_DIRECTORY)
-                try:
-                    fcntl.ioctl(fd, freeze.FITHAW, 0)
-                finally:
-                    os.close(fd)
+            thaw_if_frozen(str(staging))
         env.catalog.close()
         cleanup_under(tmp_path)
 

@@ -7,8 +7,6 @@ snapshot of a live ext4 volume still freezes it.
 from __future__ import annotations
 
 import ctypes
-import errno
-import fcntl
 import os
 from collections.abc import Iterator
 from pathlib import Path
@@ -16,7 +14,7 @@ from pathlib import Path
 import grpc
 import pytest
 
-from csi_hostpath_selinux import freeze, loopdev
+from csi_hostpath_selinux import loopdev
 from csi_hostpath_selinux._proto import csi_pb2 as pb
 from csi_hostpath_selinux.backends import BACKENDS, Backend, BackendEnv
 from csi_hostpath_selinux.backends import _files as backend_files
@@ -31,6 +29,7 @@ from csi_hostpath_selinux.snapshots import SnapshotManager
 from csi_hostpath_selinux.state import Catalog
 from csi_hostpath_selinux.volumes import CapacityRange, VolumeManager
 from tests.support.driver import Clients, DriverProcess, cleanup_under
+from tests.support.freezing import is_frozen, thaw_if_frozen
 from tests.support.requests import MIB, block_cap, create, mount_cap
 
 pytestmark = pytest.mark.integration
@@ -143,22 +142,6 @@ def test_filesystem_volume_never_reports_another_volumes_usage(
 # snapshots with a symlinked kubelet directory, in process
 
 
-def is_frozen(mount_point: str) -> bool:
-    """Probe with FIFREEZE: EBUSY means frozen already; otherwise thaw what the probe froze."""
-    fd = os.open(mount_point, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        try:
-            fcntl.ioctl(fd, freeze.FIFREEZE, 0)
-        except OSError as exc:
-            if exc.errno == errno.EBUSY:
-                return True
-            raise
-        fcntl.ioctl(fd, freeze.FITHAW, 0)
-        return False
-    finally:
-        os.close(fd)
-
-
 class LinkedKubelet:
     """The domain objects over a kubelet directory that is a symlink (which paths.trusted()
     allows: the operator's own link), with ext4 volumes really mounted below it."""
@@ -218,12 +201,7 @@ def linked(tmp_path: Path) -> Iterator[LinkedKubelet]:
         yield env
     finally:
         for staging in env.staged:
-            if find_mount(staging) is not None and is_frozen(staging):
-                fd = os.open(staging, os.O_RDONLY | os.O_DIRECTORY)
-                try:
-                    fcntl.ioctl(fd, freeze.FITHAW, 0)
-                finally:
-                    os.close(fd)
+            thaw_if_frozen(staging)
         env.catalog.close()
         cleanup_under(tmp_path)
 
