@@ -364,3 +364,22 @@ def test_remove_path_never_follows_a_link(tmp_path: Path) -> None:
     remove_path(link)
     remove_path(link)  # a missing one is fine
     assert not os.path.lexists(link) and (target / "f").read_text() == "kept"
+
+
+def test_remove_path_removes_empty_and_full_directories_but_not_what_links_reach(
+    tmp_path: Path,
+) -> None:
+    empty_target = tmp_path / "empty-target"
+    empty_target.mkdir()
+    link_to_empty = tmp_path / "link-to-empty"  # rmdir on it fails ENOTDIR: the link goes
+    link_to_empty.symlink_to(empty_target)
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    full = tmp_path / "full"
+    (full / "sub").mkdir(parents=True)
+    (full / "sub" / "f").write_text("gone")
+    (full / "out").symlink_to(empty_target)
+    for path in (link_to_empty, empty, full):
+        remove_path(path)
+        assert not os.path.lexists(path)
+    assert empty_target.is_dir()
