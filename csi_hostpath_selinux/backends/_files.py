@@ -1,5 +1,6 @@
-"""Helpers the kinds share: running a tool, copying a sparse file, asking for a capability, and
-the shape of a kind whose volume is a bind-mounted directory (BindMountBackend).
+"""Helpers the kinds share: running a tool, copying a sparse file, asking for a capability, the
+health of a volume held in one file, and the shape of a kind whose volume is a bind-mounted
+directory (BindMountBackend).
 
 Private to the backends package: a kind's module imports from here, never from another kind's
 module, so each kind stays one file a vendor can read (and copy) on its own. A kind outside the
@@ -8,7 +9,9 @@ package takes BindMountBackend from `csi_hostpath_selinux.backends`.
 
 from __future__ import annotations
 
+import os
 import shutil
+import stat
 import subprocess
 from collections.abc import Mapping
 from pathlib import Path
@@ -59,6 +62,37 @@ def has_sys_resource() -> bool:
     except OSError:
         pass
     return False
+
+
+def file_health(
+    path: Path, volume: Volume, reason: str, what: str, advice: str
+) -> list[HealthIssue]:
+    """DATA_LOSS when the file that holds the volume's bytes is gone (`<reason>Missing`; a link
+    or anything but a regular file in its place counts as gone, never followed) or smaller than
+    the volume (`<reason>Truncated`); [] when it is whole. what names the file for the message
+    ("image file"), advice ends it ("; restore it from a snapshot", or "")."""
+    try:
+        st: os.stat_result | None = os.stat(path, follow_symlinks=False)
+    except FileNotFoundError:
+        st = None
+    if st is None or not stat.S_ISREG(st.st_mode):
+        return [
+            HealthIssue(
+                status=HealthStatus.DATA_LOSS,
+                reason=f"{reason}Missing",
+                message=f"the {what} {path} of the volume is gone{advice}",
+            )
+        ]
+    if st.st_size < volume.capacity_bytes:
+        return [
+            HealthIssue(
+                status=HealthStatus.DATA_LOSS,
+                reason=f"{reason}Truncated",
+                message=f"the {what} {path} is {st.st_size} bytes, smaller than the volume's "
+                f"{volume.capacity_bytes} bytes: it was truncated{advice}",
+            )
+        ]
+    return []
 
 
 class BindMountBackend(Backend):

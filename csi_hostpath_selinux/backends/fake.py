@@ -23,8 +23,8 @@ from pathlib import Path
 from typing import ClassVar
 
 from ..errors import ResourceExhausted
-from ..models import HealthIssue, HealthStatus, Volume
-from ._files import BindMountBackend
+from ..models import HealthIssue, Volume
+from ._files import BindMountBackend, file_health
 from .base import remove_path
 
 #: The one file of a fake volume's directory.
@@ -84,24 +84,4 @@ class FakeBackend(BindMountBackend):
         return False  # nothing on the node holds the size
 
     def health(self, volume: Volume) -> list[HealthIssue]:
-        data = self.data_path(volume.id)
-        try:
-            size = os.stat(data, follow_symlinks=False).st_size
-        except FileNotFoundError:
-            return [
-                HealthIssue(
-                    status=HealthStatus.DATA_LOSS,
-                    reason="FakeDataMissing",
-                    message=f"the data file {data} of the (test) volume is gone",
-                )
-            ]
-        if size < volume.capacity_bytes:
-            return [
-                HealthIssue(
-                    status=HealthStatus.DATA_LOSS,
-                    reason="FakeDataTruncated",
-                    message=f"the data file {data} is {size} bytes, smaller than the volume's "
-                    f"{volume.capacity_bytes} bytes",
-                )
-            ]
-        return []
+        return file_health(self.data_path(volume.id), volume, "FakeData", "data file", "")

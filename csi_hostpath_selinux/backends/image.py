@@ -16,7 +16,7 @@ from typing import ClassVar
 from .. import freeze, loopdev
 from ..errors import FailedPrecondition, InvalidArgument, ResourceExhausted
 from ..models import AccessType, HealthIssue, HealthStatus, Staging, Volume
-from ._files import copy_sparse, has_sys_resource
+from ._files import copy_sparse, file_health, has_sys_resource
 from ._imagefs import (
     MIB,
     MINIMUM_BYTES,
@@ -197,27 +197,8 @@ class ImageBackend(Backend):
         return volume.access_type is AccessType.MOUNT
 
     def health(self, volume: Volume) -> list[HealthIssue]:
-        path = self.image_path(volume.id)
-        try:
-            size = path.stat().st_size
-        except FileNotFoundError:
-            return [
-                HealthIssue(
-                    status=HealthStatus.DATA_LOSS,
-                    reason="ImageMissing",
-                    message=f"the image file {path} of the volume is gone; restore it from a snapshot",
-                )
-            ]
-        if size < volume.capacity_bytes:
-            return [
-                HealthIssue(
-                    status=HealthStatus.DATA_LOSS,
-                    reason="ImageTruncated",
-                    message=f"the image file {path} is {size} bytes, smaller than the volume's "
-                    f"{volume.capacity_bytes} bytes: it was truncated; restore it from a snapshot",
-                )
-            ]
-        return []
+        advice = "; restore it from a snapshot"
+        return file_health(self.image_path(volume.id), volume, "Image", "image file", advice)
 
     def staged_health(self, volume: Volume, staging: Staging) -> list[HealthIssue]:
         devices = loopdev.find_by_backing_file(str(self.image_path(volume.id)))

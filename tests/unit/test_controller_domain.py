@@ -35,12 +35,14 @@ from csi_hostpath_selinux.models import (
     AccessType,
     Capability,
     ContentSource,
+    HealthStatus,
     Snapshot,
     SourceType,
     Staging,
     StagingState,
     Volume,
     new_snapshot_id,
+    new_volume_id,
 )
 from csi_hostpath_selinux.mounting import NodeVolumes
 from csi_hostpath_selinux.selinux import SELinuxSupport
@@ -383,3 +385,30 @@ def test_remove_path_removes_empty_and_full_directories_but_not_what_links_reach
         remove_path(path)
         assert not os.path.lexists(path)
     assert empty_target.is_dir()
+
+
+def test_a_fake_volume_whose_data_file_is_cut_short_or_replaced_by_a_link_reports_data_loss(
+    tmp_path: Path,
+) -> None:
+    backend = FakeBackend(BackendEnv(tmp_path / "state", FakeMounter()))
+    vol = Volume(
+        id=new_volume_id(),
+        name="pvc-1",
+        kind="fake",
+        capacity_bytes=MIB,
+        access_type=AccessType.MOUNT,
+        fs_type="",
+    )
+    backend.create(vol, {}, None)
+    assert backend.health(vol) == []
+    data = backend.data_path(vol.id)
+    os.truncate(data, MIB // 2)
+    [cut] = backend.health(vol)
+    assert (cut.status, cut.reason) == (HealthStatus.DATA_LOSS, "FakeDataTruncated")
+    assert f"{MIB // 2} bytes, smaller than the volume's {MIB} bytes" in cut.message
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.write_bytes(b"\0" * (2 * MIB))
+    data.unlink()
+    data.symlink_to(elsewhere)  # big enough, but not the volume's file: never followed
+    [linked] = backend.health(vol)
+    assert (linked.status, linked.reason) == (HealthStatus.DATA_LOSS, "FakeDataMissing")
