@@ -1,5 +1,5 @@
-"""Helpers the kinds share: running a tool, copying a sparse file, asking for a capability, the
-health of a volume held in one file, and the shape of a kind whose volume is a bind-mounted
+"""Helpers the kinds share: running a tool, copying or growing a sparse file, asking for a
+capability, the health of a volume held in one file, and the shape of a kind whose volume is a bind-mounted
 directory (BindMountBackend).
 
 Private to the backends package: a kind's module imports from here, never from another kind's
@@ -47,6 +47,18 @@ def run_tool(argv: list[str], what: str, ok_codes: tuple[int, ...] = (0,)) -> No
         raise Internal(
             f"{what} failed: {argv[0]} exited {proc.returncode}: {' '.join(detail[-3:])}"
         )
+
+
+def grow_file(fd: int, size: int, preallocate: bool) -> bool:
+    """Grow the open file to size bytes (a hole, unless preallocate asks to allocate all of it;
+    a larger file is never shrunk); return whether it grew. OSError (ENOSPC) is the caller's
+    to word."""
+    grown = os.fstat(fd).st_size < size
+    if grown:
+        os.ftruncate(fd, size)
+    if preallocate:
+        os.posix_fallocate(fd, 0, size)
+    return grown
 
 
 CAP_SYS_RESOURCE = 24

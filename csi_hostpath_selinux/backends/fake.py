@@ -24,7 +24,7 @@ from typing import ClassVar
 
 from ..errors import ResourceExhausted
 from ..models import HealthIssue, Volume
-from ._files import BindMountBackend, file_health
+from ._files import BindMountBackend, file_health, grow_file
 from .base import remove_path
 
 #: The one file of a fake volume's directory.
@@ -60,10 +60,7 @@ class FakeBackend(BindMountBackend):
     def _grow(self, data: Path, size: int) -> None:
         fd = os.open(data, os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
         try:
-            if os.fstat(fd).st_size < size:
-                os.ftruncate(fd, size)
-            if self.env.preallocate:
-                os.posix_fallocate(fd, 0, size)
+            grow_file(fd, size, self.env.preallocate)
         except OSError as exc:
             raise ResourceExhausted(f"cannot give {data} {size} bytes: {exc.strerror}") from exc
         finally:

@@ -17,6 +17,7 @@ import pytest
 
 from csi_hostpath_selinux import intents, recovery
 from csi_hostpath_selinux.backends import Backend, BackendEnv, DirectoryBackend, FakeBackend
+from csi_hostpath_selinux.backends._files import grow_file
 from csi_hostpath_selinux.backends.base import remove_path
 from csi_hostpath_selinux.config import DriverConfig
 from csi_hostpath_selinux.errors import (
@@ -412,3 +413,20 @@ def test_a_fake_volume_whose_data_file_is_cut_short_or_replaced_by_a_link_report
     data.symlink_to(elsewhere)  # big enough, but not the volume's file: never followed
     [linked] = backend.health(vol)
     assert (linked.status, linked.reason) == (HealthStatus.DATA_LOSS, "FakeDataMissing")
+
+
+def test_grow_file_leaves_a_hole_allocates_only_when_asked_and_never_shrinks(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "image"
+    fd = os.open(path, os.O_CREAT | os.O_RDWR, 0o600)
+    try:
+        assert grow_file(fd, 4 * MIB, preallocate=False)
+        st = os.fstat(fd)
+        assert st.st_size == 4 * MIB and st.st_blocks * 512 < MIB  # a hole, not data
+        assert not grow_file(fd, MIB, preallocate=False)  # smaller: left as it is
+        assert os.fstat(fd).st_size == 4 * MIB
+        assert not grow_file(fd, 4 * MIB, preallocate=True)
+        assert os.fstat(fd).st_blocks * 512 >= 4 * MIB  # now allocated in full
+    finally:
+        os.close(fd)
