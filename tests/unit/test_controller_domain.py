@@ -43,7 +43,6 @@ from csi_hostpath_selinux.models import (
     StagingState,
     Volume,
     new_snapshot_id,
-    new_volume_id,
 )
 from csi_hostpath_selinux.mounting import NodeVolumes
 from csi_hostpath_selinux.selinux import SELinuxSupport
@@ -103,6 +102,18 @@ class Controller:
 
     def data(self, vol: Volume) -> Path:
         return self.fake.data_path(vol.id)
+
+    def node(self) -> NodeVolumes:
+        """The node side over the same catalog and kinds (no SELinux, no real mounts)."""
+        return NodeVolumes(
+            self.config,
+            self.catalog,
+            self.backends,
+            FakeMounter(),
+            OperationLocks(),
+            lambda: SELinuxSupport(False, False, False, False, None),
+            Metrics(),
+        )
 
 
 def make_controller(state_dir: Path, **config: int) -> Controller:
@@ -323,15 +334,7 @@ def test_recovery_removes_an_unfinished_fake_volume_and_snapshot(ctl: Controller
     for ident in (orphan_vol.id, orphan_snap):
         (ctl.config.state_dir / intents.INTENTS_DIR).mkdir(exist_ok=True)
         (ctl.config.state_dir / intents.INTENTS_DIR / ident).touch()
-    node = NodeVolumes(
-        ctl.config,
-        ctl.catalog,
-        ctl.backends,
-        FakeMounter(),
-        OperationLocks(),
-        lambda: SELinuxSupport(False, False, False, False, None),
-        Metrics(),
-    )
+    node = ctl.node()
     report = recovery.reconcile(ctl.catalog, ctl.backends, node)
     assert sorted(report.orphan_storage) == sorted([f"{orphan_vol.id}.fake", f"{orphan_snap}.fake"])
     assert ctl.fake.stored_volume_ids() == {vol.id}
@@ -344,15 +347,7 @@ def test_recovery_records_the_kind_of_a_snapshot_from_before_the_column(ctl: Con
     ctl.volumes.delete(vol.id, {})
     with ctl.catalog.transaction() as db:  # as the migration leaves a row whose volume is gone
         db.execute("UPDATE snapshots SET kind='' WHERE id=?", (snap.id,))
-    node = NodeVolumes(
-        ctl.config,
-        ctl.catalog,
-        ctl.backends,
-        FakeMounter(),
-        OperationLocks(),
-        lambda: SELinuxSupport(False, False, False, False, None),
-        Metrics(),
-    )
+    node = ctl.node()
     recovery.reconcile(ctl.catalog, ctl.backends, node)
     stored = ctl.catalog.snapshot(snap.id)
     assert stored is not None and stored.kind == "fake"
@@ -389,29 +384,20 @@ def test_remove_path_removes_empty_and_full_directories_but_not_what_links_reach
 
 
 def test_a_fake_volume_whose_data_file_is_cut_short_or_replaced_by_a_link_reports_data_loss(
-    tmp_path: Path,
+    ctl: Controller, tmp_path: Path
 ) -> None:
-    backend = FakeBackend(BackendEnv(tmp_path / "state", FakeMounter()))
-    vol = Volume(
-        id=new_volume_id(),
-        name="pvc-1",
-        kind="fake",
-        capacity_bytes=MIB,
-        access_type=AccessType.MOUNT,
-        fs_type="",
-    )
-    backend.create(vol, {}, None)
-    assert backend.health(vol) == []
-    data = backend.data_path(vol.id)
+    vol = ctl.create("pvc-a")
+    assert ctl.fake.health(vol) == []
+    data = ctl.data(vol)
     os.truncate(data, MIB // 2)
-    [cut] = backend.health(vol)
+    [cut] = ctl.fake.health(vol)
     assert (cut.status, cut.reason) == (HealthStatus.DATA_LOSS, "FakeDataTruncated")
     assert f"{MIB // 2} bytes, smaller than the volume's {MIB} bytes" in cut.message
     elsewhere = tmp_path / "elsewhere"
     elsewhere.write_bytes(b"\0" * (2 * MIB))
     data.unlink()
     data.symlink_to(elsewhere)  # big enough, but not the volume's file: never followed
-    [linked] = backend.health(vol)
+    [linked] = ctl.fake.health(vol)
     assert (linked.status, linked.reason) == (HealthStatus.DATA_LOSS, "FakeDataMissing")
 
 
