@@ -1,11 +1,12 @@
-"""The driver's domain objects built in the test process (no gRPC), over real mounts: for tests
-that need to reach between the steps of an operation (patch a copy, freeze a filesystem).
+"""The driver's domain objects built in the test process (no gRPC): over real mounts, for tests
+that need to reach between the steps of an operation (patch a copy, freeze a filesystem); or the
+node side over a FakeMounter, for unit tests of what it decides.
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 from typing import TypeVar
@@ -16,16 +17,33 @@ from csi_hostpath_selinux import loopdev
 from csi_hostpath_selinux.backends import BACKENDS, Backend, BackendEnv
 from csi_hostpath_selinux.backends import image as image_backend
 from csi_hostpath_selinux.config import DriverConfig
+from csi_hostpath_selinux.fake_mounts import FakeMounter
 from csi_hostpath_selinux.group_snapshots import GroupSnapshots
 from csi_hostpath_selinux.locks import OperationLocks
+from csi_hostpath_selinux.metrics import Metrics
 from csi_hostpath_selinux.models import AccessMode, AccessType, Capability, Staging
+from csi_hostpath_selinux.mounting import NodeVolumes
 from csi_hostpath_selinux.mounts import LinuxMounter
+from csi_hostpath_selinux.selinux import SELinuxSupport
 from csi_hostpath_selinux.snapshots import SnapshotManager
 from csi_hostpath_selinux.state import Catalog
 from csi_hostpath_selinux.volumes import CapacityRange, VolumeManager
 from tests.support.driver import cleanup_under
 from tests.support.freezing import thaw_if_frozen
 from tests.support.requests import MIB
+
+#: A node whose kernel has no SELinux.
+NO_SELINUX = SELinuxSupport(False, False, False, False, None)
+
+
+def fake_node(
+    config: DriverConfig, catalog: Catalog, backends: Mapping[str, Backend]
+) -> NodeVolumes:
+    """The node side over the same catalog and kinds, with a FakeMounter on a node without
+    SELinux (what start-up recovery sees on a node with nothing mounted)."""
+    return NodeVolumes(
+        config, catalog, backends, FakeMounter(), OperationLocks(), lambda: NO_SELINUX, Metrics()
+    )
 
 
 class InProcessDriver:

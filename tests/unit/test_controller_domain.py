@@ -30,7 +30,6 @@ from csi_hostpath_selinux.errors import (
 )
 from csi_hostpath_selinux.fake_mounts import FakeMounter
 from csi_hostpath_selinux.locks import OperationLocks
-from csi_hostpath_selinux.metrics import Metrics
 from csi_hostpath_selinux.models import (
     AccessMode,
     AccessType,
@@ -45,9 +44,9 @@ from csi_hostpath_selinux.models import (
     new_snapshot_id,
 )
 from csi_hostpath_selinux.mounting import NodeVolumes
-from csi_hostpath_selinux.selinux import SELinuxSupport
 from csi_hostpath_selinux.state import Catalog
 from csi_hostpath_selinux.volumes import CapacityRange, VolumeManager
+from tests.support.domain import fake_node
 
 MIB = 1024 * 1024
 MOUNT = Capability(access_type=AccessType.MOUNT, access_mode=AccessMode.SINGLE_NODE_WRITER)
@@ -105,15 +104,7 @@ class Controller:
 
     def node(self) -> NodeVolumes:
         """The node side over the same catalog and kinds (no SELinux, no real mounts)."""
-        return NodeVolumes(
-            self.config,
-            self.catalog,
-            self.backends,
-            FakeMounter(),
-            OperationLocks(),
-            lambda: SELinuxSupport(False, False, False, False, None),
-            Metrics(),
-        )
+        return fake_node(self.config, self.catalog, self.backends)
 
 
 def make_controller(state_dir: Path, **config: int) -> Controller:
