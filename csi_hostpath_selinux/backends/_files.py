@@ -1,6 +1,6 @@
 """Helpers the kinds share: running a tool, copying or growing a sparse file, asking for a
-capability, the health of a volume held in one file, and the shape of a kind whose volume is a bind-mounted
-directory (BindMountBackend).
+capability, the health of a volume held in one file, and the shape of a kind whose volume is a
+bind-mounted directory (BindMountBackend).
 
 Private to the backends package: a kind's module imports from here, never from another kind's
 module, so each kind stays one file a vendor can read (and copy) on its own. A kind outside the
