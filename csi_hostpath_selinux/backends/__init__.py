@@ -1,7 +1,8 @@
 """Kinds of volume: one module each, registered here by the StorageClass parameter `kind`.
 
-A vendor's kind is one subclass of Backend (backends/base.py documents every method) made known
-with `register(MyBackend)` before the driver is built (server.serve reads BACKENDS when it
+A vendor's kind is one subclass of Backend (backends/base.py documents every method), or of
+BindMountBackend for a directory bind-mounted at the staging path, made known with
+`register(MyBackend)` before the driver is built (server.serve reads BACKENDS when it
 starts); docs/vendor-guide.md walks through it, and tests/contract checks the result.
 """
 
@@ -10,6 +11,7 @@ from __future__ import annotations
 import os
 import re
 
+from ._files import BindMountBackend
 from .base import Backend, BackendEnv, StageRequest
 from .cifs import CIFSBackend
 from .directory import DirectoryBackend
@@ -74,6 +76,7 @@ __all__ = [
     "FAKE_KIND_ENV",
     "Backend",
     "BackendEnv",
+    "BindMountBackend",
     "CIFSBackend",
     "DirectoryBackend",
     "FakeBackend",

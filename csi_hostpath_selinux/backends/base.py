@@ -266,6 +266,15 @@ def _ids_in(
 def remove_path(path: Path) -> None:
     """Remove a file, a symlink (not its target) or a directory tree; a missing one is fine."""
     try:
+        # An empty directory (a new volume's) goes with one system call. rmdir never follows a
+        # symlink: a link in the directory's place fails with ENOTDIR and is unlinked below.
+        os.rmdir(path)
+        return
+    except FileNotFoundError:
+        return
+    except OSError:
+        pass  # not empty, or not a directory
+    try:
         if path.is_dir() and not path.is_symlink():
             # rmtree removes links inside the tree, never what they point to.
             shutil.rmtree(path)

@@ -23,16 +23,16 @@ from pathlib import Path
 from typing import ClassVar
 
 from ..errors import ResourceExhausted
-from ..models import HealthIssue, HealthStatus, Volume
-from .base import Backend, StageRequest, remove_path
+from ..models import HealthIssue, Volume
+from ._files import BindMountBackend, file_health, grow_file
+from .base import remove_path
 
 #: The one file of a fake volume's directory.
 DATA = "data"
 
 
-class FakeBackend(Backend):
+class FakeBackend(BindMountBackend):
     kind: ClassVar[str] = "fake"
-    can_label: ClassVar[bool] = False
     no_label_reason: ClassVar[str] = (
         "volumes of kind 'fake' are bind mounts of a directory on the node's own filesystem "
         "(a test kind), and a bind mount cannot carry its own SELinux context"
@@ -41,10 +41,7 @@ class FakeBackend(Backend):
     snapshot_suffix: ClassVar[str] = ".fake"
 
     def data_path(self, volume_id: str) -> Path:
-        return self.env.volumes_dir / f"{volume_id}{self.volume_suffix}" / DATA
-
-    def volume_path(self, volume_id: str) -> Path:
-        return self.data_path(volume_id).parent
+        return self.volume_path(volume_id) / DATA
 
     def create(self, volume: Volume, secrets: Mapping[str, str], source: Path | None) -> None:
         self.env.volumes_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
@@ -63,29 +60,11 @@ class FakeBackend(Backend):
     def _grow(self, data: Path, size: int) -> None:
         fd = os.open(data, os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
         try:
-            if os.fstat(fd).st_size < size:
-                os.ftruncate(fd, size)
-            if self.env.preallocate:
-                os.posix_fallocate(fd, 0, size)
+            grow_file(fd, size, self.env.preallocate)
         except OSError as exc:
             raise ResourceExhausted(f"cannot give {data} {size} bytes: {exc.strerror}") from exc
         finally:
             os.close(fd)
-
-    def delete(self, volume: Volume, secrets: Mapping[str, str]) -> None:
-        self.remove_storage(volume.id)
-
-    def stage(self, request: StageRequest) -> str:
-        self.env.mounter.bind(
-            str(self.volume_path(request.volume.id)),
-            request.mount_target,
-            read_only=request.read_only,
-            extra_flags=tuple(request.flags.other),
-        )
-        return ""
-
-    def unstage(self, volume: Volume, staging_path: str, device: str) -> None:
-        self.env.mounter.unmount(staging_path)
 
     def snapshot(self, volume: Volume, dest: Path, mount_point: str | None) -> int:
         """Copy the data file (a live fake volume is not frozen: can_freeze is False)."""
@@ -101,28 +80,5 @@ class FakeBackend(Backend):
         self._grow(self.data_path(volume.id), new_bytes)
         return False  # nothing on the node holds the size
 
-    def node_expand(self, volume: Volume, device: str, mount_path: str | None) -> None:
-        return
-
     def health(self, volume: Volume) -> list[HealthIssue]:
-        data = self.data_path(volume.id)
-        try:
-            size = os.stat(data, follow_symlinks=False).st_size
-        except FileNotFoundError:
-            return [
-                HealthIssue(
-                    status=HealthStatus.DATA_LOSS,
-                    reason="FakeDataMissing",
-                    message=f"the data file {data} of the (test) volume is gone",
-                )
-            ]
-        if size < volume.capacity_bytes:
-            return [
-                HealthIssue(
-                    status=HealthStatus.DATA_LOSS,
-                    reason="FakeDataTruncated",
-                    message=f"the data file {data} is {size} bytes, smaller than the volume's "
-                    f"{volume.capacity_bytes} bytes",
-                )
-            ]
-        return []
+        return file_health(self.data_path(volume.id), volume, "FakeData", "data file", "")

@@ -16,7 +16,7 @@ from typing import ClassVar
 from .. import freeze, loopdev
 from ..errors import FailedPrecondition, InvalidArgument, ResourceExhausted
 from ..models import AccessType, HealthIssue, HealthStatus, Staging, Volume
-from ._files import copy_sparse, has_sys_resource
+from ._files import copy_sparse, file_health, grow_file, has_sys_resource
 from ._imagefs import (
     MIB,
     MINIMUM_BYTES,
@@ -64,11 +64,7 @@ class ImageBackend(Backend):
             if source is not None:
                 copy_sparse(source, path)
                 with open(path, "r+b") as f:
-                    grown = os.fstat(f.fileno()).st_size < volume.capacity_bytes
-                    if grown:
-                        os.ftruncate(f.fileno(), volume.capacity_bytes)
-                    if self.env.preallocate:
-                        os.posix_fallocate(f.fileno(), 0, volume.capacity_bytes)
+                    grown = grow_file(f.fileno(), volume.capacity_bytes, self.env.preallocate)
                 if grown and volume.access_type is AccessType.MOUNT:
                     grow_copied_filesystem(self.env, volume, path)
             else:
@@ -76,9 +72,7 @@ class ImageBackend(Backend):
                     path, os.O_CREAT | os.O_EXCL | os.O_WRONLY | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600
                 )
                 try:
-                    os.ftruncate(fd, volume.capacity_bytes)
-                    if self.env.preallocate:
-                        os.posix_fallocate(fd, 0, volume.capacity_bytes)
+                    grow_file(fd, volume.capacity_bytes, self.env.preallocate)
                 finally:
                     os.close(fd)
                 if volume.access_type is AccessType.MOUNT:
@@ -168,10 +162,7 @@ class ImageBackend(Backend):
         path = self.image_path(volume.id)
         fd = os.open(path, os.O_WRONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
         try:
-            if os.fstat(fd).st_size < new_bytes:
-                os.ftruncate(fd, new_bytes)
-            if self.env.preallocate:
-                os.posix_fallocate(fd, 0, new_bytes)
+            grow_file(fd, new_bytes, self.env.preallocate)
         except OSError as exc:
             if exc.errno == errno.ENOSPC:
                 raise ResourceExhausted(
@@ -197,27 +188,8 @@ class ImageBackend(Backend):
         return volume.access_type is AccessType.MOUNT
 
     def health(self, volume: Volume) -> list[HealthIssue]:
-        path = self.image_path(volume.id)
-        try:
-            size = path.stat().st_size
-        except FileNotFoundError:
-            return [
-                HealthIssue(
-                    status=HealthStatus.DATA_LOSS,
-                    reason="ImageMissing",
-                    message=f"the image file {path} of the volume is gone; restore it from a snapshot",
-                )
-            ]
-        if size < volume.capacity_bytes:
-            return [
-                HealthIssue(
-                    status=HealthStatus.DATA_LOSS,
-                    reason="ImageTruncated",
-                    message=f"the image file {path} is {size} bytes, smaller than the volume's "
-                    f"{volume.capacity_bytes} bytes: it was truncated; restore it from a snapshot",
-                )
-            ]
-        return []
+        advice = "; restore it from a snapshot"
+        return file_health(self.image_path(volume.id), volume, "Image", "image file", advice)
 
     def staged_health(self, volume: Volume, staging: Staging) -> list[HealthIssue]:
         devices = loopdev.find_by_backing_file(str(self.image_path(volume.id)))

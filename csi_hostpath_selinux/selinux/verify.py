@@ -38,6 +38,10 @@ def verify_mounted_label(
     Raises LabelNotApplied saying what was found and the likely cause."""
     want = expected.canonical()
     shown = label_from_super_options(super_options)
+
+    def not_applied(message: str, found: str | None = None) -> LabelNotApplied:
+        return LabelNotApplied(message, path=mount_point, expected=str(expected), found=found)
+
     if shown is None:
         if not support.kernel_enabled:
             cause = "SELinux is disabled in this node's kernel"
@@ -51,45 +55,32 @@ def verify_mounted_label(
                 "the option was dropped on the way to the kernel, or the kernel ignored it "
                 "(it does for a bind mount of a filesystem that is already mounted)"
             )
-        raise LabelNotApplied(
+        raise not_applied(
             f'{mount_point} was mounted with context="{expected}", but the mount table shows '
             f"no context option (its options are {','.join(super_options) or 'empty'}): {cause}",
-            path=mount_point,
-            expected=str(expected),
-            found=None,
         )
     if canonical_or_raw(shown) != want:
-        raise LabelNotApplied(
+        raise not_applied(
             f'{mount_point} was mounted with context="{expected}", but the mount table shows '
             f'context="{shown}": the filesystem was already mounted elsewhere with that label '
             "and the kernel kept it",
-            path=mount_point,
-            expected=str(expected),
             found=shown,
         )
     try:
         actual = xattr.read_label(mount_point)
     except OSError as exc:
-        raise LabelNotApplied(
+        raise not_applied(
             f'{mount_point} was mounted with context="{expected}", but its label cannot be '
             f"read: {exc.strerror or exc}",
-            path=mount_point,
-            expected=str(expected),
-            found=None,
         ) from exc
     if actual is None:
-        raise LabelNotApplied(
+        raise not_applied(
             f'{mount_point} shows context="{shown}" in the mount table, but its root has no '
             "security.selinux label: the kernel is not applying SELinux labels to it",
-            path=mount_point,
-            expected=str(expected),
-            found=None,
         )
     if canonical_or_raw(actual) != want:
-        raise LabelNotApplied(
+        raise not_applied(
             f'{mount_point} shows context="{shown}" in the mount table, but its root is '
             f"labelled {actual} instead of {expected}",
-            path=mount_point,
-            expected=str(expected),
             found=actual,
         )

@@ -17,64 +17,22 @@ from pathlib import Path
 import grpc
 import pytest
 
-from csi_hostpath_selinux import freeze, loopdev
+from csi_hostpath_selinux import freeze
 from csi_hostpath_selinux._proto import csi_pb2 as pb
 from csi_hostpath_selinux._proto import csi_pb2_grpc as rpc
-from csi_hostpath_selinux.backends import BACKENDS, Backend, BackendEnv
 from csi_hostpath_selinux.backends import _files as backend_files
 from csi_hostpath_selinux.backends import image as image_backend
-from csi_hostpath_selinux.config import DriverConfig
 from csi_hostpath_selinux.errors import FailedPrecondition, Internal, Unavailable
-from csi_hostpath_selinux.group_snapshots import GroupSnapshots
-from csi_hostpath_selinux.locks import OperationLocks
-from csi_hostpath_selinux.models import AccessMode, AccessType, Capability, Staging
-from csi_hostpath_selinux.mounts import LinuxMounter
-from csi_hostpath_selinux.snapshots import SnapshotManager
-from csi_hostpath_selinux.state import Catalog
-from csi_hostpath_selinux.volumes import CapacityRange, VolumeManager
-from tests.support.driver import Clients, DriverProcess, cleanup_under, clients, running_driver
-from tests.support.freezing import is_frozen, thaw_if_frozen
+from tests.support.domain import InProcessDriver, in_process
+from tests.support.driver import Clients, DriverProcess, clients, running_driver
+from tests.support.freezing import is_frozen
+from tests.support.kubelet import kubelet_paths, publish, stage, teardown
 from tests.support.requests import MIB, block_cap, create, mount_cap
 
 pytestmark = pytest.mark.integration
 
 
 # over gRPC
-
-
-def paths(driver: DriverProcess, name: str) -> tuple[str, str]:
-    kubelet = driver.root.parent / "kubelet"
-    pod = kubelet / "pods" / f"uid-{name}"
-    pod.mkdir(parents=True, exist_ok=True)
-    return str(kubelet / "plugins" / f"{name}-globalmount"), str(pod / "mount")
-
-
-def bring_up(
-    csi: Clients, vol_id: str, staging: str, target: str, cap: pb.VolumeCapability
-) -> None:
-    csi.node.NodeStageVolume(
-        pb.NodeStageVolumeRequest(
-            volume_id=vol_id, staging_target_path=staging, volume_capability=cap
-        )
-    )
-    csi.node.NodePublishVolume(
-        pb.NodePublishVolumeRequest(
-            volume_id=vol_id,
-            staging_target_path=staging,
-            target_path=target,
-            volume_capability=cap,
-        )
-    )
-
-
-def tear_down(csi: Clients, vol_id: str, staging: str, target: str) -> None:
-    csi.node.NodeUnpublishVolume(
-        pb.NodeUnpublishVolumeRequest(volume_id=vol_id, target_path=target)
-    )
-    csi.node.NodeUnstageVolume(
-        pb.NodeUnstageVolumeRequest(volume_id=vol_id, staging_target_path=staging)
-    )
-    csi.controller.DeleteVolume(pb.DeleteVolumeRequest(volume_id=vol_id))
 
 
 def from_snapshot(
@@ -97,8 +55,9 @@ def test_group_snapshot_of_two_mounted_volumes(csi: Clients, driver: DriverProce
     volumes: dict[str, tuple[str, str, str]] = {}
     for name in ("db", "wal"):
         vol_id = csi.controller.CreateVolume(create(f"pvc-{name}", cap)).volume.volume_id
-        staging, target = paths(driver, name)
-        bring_up(csi, vol_id, staging, target, cap)
+        staging, target = kubelet_paths(driver, name)
+        stage(csi, vol_id, staging, cap)
+        publish(csi, vol_id, staging, target, cap)
         volumes[name] = (vol_id, staging, target)
         # Not synced: only the freeze flushes this into the image before the copy.
         Path(target, "data").write_bytes(f"before {name}".encode() * 1000)
@@ -173,13 +132,14 @@ def test_group_snapshot_of_two_mounted_volumes(csi: Clients, driver: DriverProce
         restored = csi.controller.CreateVolume(
             from_snapshot(f"restore-{name}", snap.snapshot_id, cap)
         ).volume
-        staging, target = paths(driver, f"restore-{name}")
-        bring_up(csi, restored.volume_id, staging, target, cap)
+        staging, target = kubelet_paths(driver, f"restore-{name}")
+        stage(csi, restored.volume_id, staging, cap)
+        publish(csi, restored.volume_id, staging, target, cap)
         try:
             assert Path(target, "data").read_bytes() == f"before {name}".encode() * 1000
             assert not Path(target, "later").exists()
         finally:
-            tear_down(csi, restored.volume_id, staging, target)
+            teardown(csi, restored.volume_id, staging, target)
 
     # Delete: a wrong list is refused; then the group and its snapshots go, idempotently.
     delete = pb.DeleteVolumeGroupSnapshotRequest(
@@ -210,7 +170,7 @@ def test_group_snapshot_of_two_mounted_volumes(csi: Clients, driver: DriverProce
         == grpc.StatusCode.NOT_FOUND
     )
     for vol_id, staging, target in volumes.values():
-        tear_down(csi, vol_id, staging, target)
+        teardown(csi, vol_id, staging, target)
 
 
 def test_members_that_cannot_be_frozen_must_be_idle(csi: Clients, driver: DriverProcess) -> None:
@@ -223,8 +183,9 @@ def test_members_that_cannot_be_frozen_must_be_idle(csi: Clients, driver: Driver
         create("pvc-dir", mount_cap(), kind="directory")
     ).volume.volume_id
     (driver.state_dir / "volumes" / dir_vol / "file").write_bytes(b"directory data")
-    staging, target = paths(driver, "raw")
-    bring_up(csi, raw_vol, staging, target, raw_cap)
+    staging, target = kubelet_paths(driver, "raw")
+    stage(csi, raw_vol, staging, raw_cap)
+    publish(csi, raw_vol, staging, target, raw_cap)
     request = pb.CreateVolumeGroupSnapshotRequest(
         name="mixed", source_volume_ids=[fs_vol, raw_vol, dir_vol]
     )
@@ -300,66 +261,16 @@ def test_request_validation(csi: Clients, driver: DriverProcess) -> None:
 # in process: failures while frozen
 
 
-class InProcess:
-    """The domain objects the driver builds, on a private state directory, real mounts."""
-
-    def __init__(self, root: Path) -> None:
-        self.root = root
-        self.config = DriverConfig(node_id="test-node", state_dir=root / "state")
-        self.config.state_dir.mkdir(parents=True)
-        self.catalog = Catalog(self.config.catalog_path)
-        self.mounter = LinuxMounter()
-        env = BackendEnv(self.config.state_dir, self.mounter)
-        self.backends: dict[str, Backend] = {k: cls(env) for k, cls in BACKENDS.items()}
-        self.locks = OperationLocks()
-        self.volumes = VolumeManager(self.config, self.catalog, self.backends, self.locks)
-        self.snapshots = SnapshotManager(self.config, self.catalog, self.backends, self.locks)
-        self.groups = GroupSnapshots(self.catalog, self.backends, self.locks, self.snapshots)
-
-    def mounted_volume(self, name: str) -> tuple[str, str]:
-        """An ext4 volume, attached and mounted at its own staging directory, recorded staged."""
-        cap = Capability(
-            access_type=AccessType.MOUNT, access_mode=AccessMode.SINGLE_NODE_WRITER, fs_type="ext4"
-        )
-        vol = self.volumes.create(name, CapacityRange(32 * MIB), [cap], {}, {}, None)
-        staging = self.root / "staging" / name
-        staging.mkdir(parents=True)
-        image = self.backends["image"]
-        assert isinstance(image, image_backend.ImageBackend)
-        device = loopdev.attach(str(image.image_path(vol.id))).path
-        self.mounter.mount(device, str(staging), "ext4", [])
-        self.catalog.put_staging(
-            Staging(
-                volume_id=vol.id,
-                staging_path=str(staging),
-                label=None,
-                flags=(),
-                device=device,
-                access_type=AccessType.MOUNT,
-            )
-        )
-        return vol.id, str(staging)
-
-
 @pytest.fixture
-def in_process(tmp_path: Path) -> Iterator[InProcess]:
-    if os.geteuid() != 0:
-        pytest.fail("integration tests need root (loop devices and mounts)")
-    env = InProcess(tmp_path)
-    try:
+def in_process_env(tmp_path: Path) -> Iterator[InProcessDriver]:
+    with in_process(InProcessDriver, tmp_path) as env:
         yield env
-    finally:
-        # Thaw anything a failed test left frozen before unmounting it.
-        for staging in sorted((tmp_path / "staging").glob("*")):
-            thaw_if_frozen(str(staging))
-        env.catalog.close()
-        cleanup_under(tmp_path)
 
 
 def test_a_failing_copy_still_thaws_every_filesystem(
-    in_process: InProcess, monkeypatch: pytest.MonkeyPatch
+    in_process_env: InProcessDriver, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    vols = [in_process.mounted_volume(n) for n in ("a", "b")]
+    vols = [in_process_env.mounted_volume(n) for n in ("a", "b")]
     real_copy = backend_files.copy_sparse  # what image.py imported; patched there below
     seen: list[list[bool]] = []
 
@@ -371,52 +282,52 @@ def test_a_failing_copy_still_thaws_every_filesystem(
 
     monkeypatch.setattr(image_backend, "copy_sparse", copy_then_fail)
     with pytest.raises(Internal, match="on fire"):
-        in_process.groups.create("g", [v for v, _ in vols], {})
+        in_process_env.groups.create("g", [v for v, _ in vols], {})
     assert seen == [[True, True], [True, True]], "both filesystems are frozen for every copy"
     assert [is_frozen(staging) for _, staging in vols] == [False, False]
     for _, staging in vols:
         Path(staging, "writable").write_bytes(b"thawed")
-    snapshots_dir = in_process.config.state_dir / "snapshots"
+    snapshots_dir = in_process_env.config.state_dir / "snapshots"
     assert not list(snapshots_dir.glob("*")), "the first member's copy is removed"
-    assert in_process.catalog.all_snapshots() == []
-    assert in_process.catalog.group_snapshot_by_name("g") is None
+    assert in_process_env.catalog.all_snapshots() == []
+    assert in_process_env.catalog.group_snapshot_by_name("g") is None
 
     # The same request succeeds once copies work again, and thaws too; it takes the same locks
     # (the group's name, every member), so it also shows the failed create released them all
     # (a lock still held would make it raise Aborted).
     monkeypatch.setattr(image_backend, "copy_sparse", real_copy)
-    view = in_process.groups.create("g", [v for v, _ in vols], {})
+    view = in_process_env.groups.create("g", [v for v, _ in vols], {})
     assert view.ready and len(view.snapshots) == 2
     assert [is_frozen(staging) for _, staging in vols] == [False, False]
 
 
 def test_a_failing_freeze_thaws_those_already_frozen(
-    in_process: InProcess, monkeypatch: pytest.MonkeyPatch
+    in_process_env: InProcessDriver, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    first = in_process.mounted_volume("a")
-    second = in_process.mounted_volume("b")
+    first = in_process_env.mounted_volume("a")
+    second = in_process_env.mounted_volume("b")
     # Freeze the second one ourselves: the driver's FIFREEZE of it then fails with EBUSY.
     fd = os.open(second[1], os.O_RDONLY | os.O_DIRECTORY)
     try:
         fcntl.ioctl(fd, freeze.FIFREEZE, 0)
         try:
             with pytest.raises(Unavailable, match="is already frozen"):
-                in_process.groups.create("g", [first[0], second[0]], {})
+                in_process_env.groups.create("g", [first[0], second[0]], {})
             assert not is_frozen(first[1]), "the first filesystem was thawed"
         finally:
             fcntl.ioctl(fd, freeze.FITHAW, 0)
     finally:
         os.close(fd)
-    assert in_process.catalog.all_snapshots() == []
+    assert in_process_env.catalog.all_snapshots() == []
 
 
 def test_an_uncopyable_kind_is_refused_before_anything_freezes(
-    in_process: InProcess, monkeypatch: pytest.MonkeyPatch
+    in_process_env: InProcessDriver, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    vol, staging = in_process.mounted_volume("a")
-    monkeypatch.setattr(type(in_process.backends["image"]), "snapshot_suffix", "")
+    vol, staging = in_process_env.mounted_volume("a")
+    monkeypatch.setattr(type(in_process_env.backends["image"]), "snapshot_suffix", "")
     with pytest.raises(FailedPrecondition, match="cannot be snapshotted"):
-        in_process.groups.create("g", [vol], {})
+        in_process_env.groups.create("g", [vol], {})
     assert not is_frozen(staging)
 
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 
 from csi_hostpath_selinux.mountinfo import find_mount
-from tests.integration.test_node_grpc import paths, publish, stage, teardown
 from tests.support.driver import Clients, DriverProcess
+from tests.support.kubelet import kubelet_paths, publish, stage, teardown
 from tests.support.requests import create, mount_cap
 
 pytestmark = pytest.mark.integration
@@ -18,7 +18,7 @@ def test_stage_mounts_are_nosuid_and_nodev_and_publications_inherit_it(
 ) -> None:
     cap = mount_cap(fs_type, ("noatime",))
     vol = csi.controller.CreateVolume(create(f"pvc-policy-{fs_type}", cap, 320 << 20)).volume
-    staging, target = paths(driver, f"policy-{fs_type}")
+    staging, target = kubelet_paths(driver, f"policy-{fs_type}")
     stage(csi, vol.volume_id, staging, cap)
     publish(csi, vol.volume_id, staging, target, cap)
     try:
@@ -38,7 +38,7 @@ def test_a_volume_whose_mount_options_say_suid_and_dev_gets_them(
 ) -> None:
     cap = mount_cap("ext4", ("suid,dev",))
     vol = csi.controller.CreateVolume(create("pvc-policy-suid", cap)).volume
-    staging, _ = paths(driver, "policy-suid")
+    staging, _ = kubelet_paths(driver, "policy-suid")
     stage(csi, vol.volume_id, staging, cap)
     try:
         entry = find_mount(staging)

@@ -18,50 +18,10 @@ from csi_hostpath_selinux._proto import csi_pb2 as pb
 from csi_hostpath_selinux.backends.image import has_sys_resource
 from csi_hostpath_selinux.mountinfo import find_mount, read_mountinfo
 from tests.support.driver import Clients, DriverProcess, clients, running_driver
+from tests.support.kubelet import kubelet_paths, publish, stage, teardown
 from tests.support.requests import L1, MIB, RWOP, block_cap, context_flag, create, mount_cap
 
 pytestmark = pytest.mark.integration
-
-
-def paths(driver: DriverProcess, name: str) -> tuple[str, str]:
-    kubelet = driver.root.parent / "kubelet"
-    staging = kubelet / "plugins" / f"{name}-globalmount"
-    pod = kubelet / "pods" / f"uid-{name}"
-    pod.mkdir(parents=True, exist_ok=True)
-    return str(staging), str(pod / "mount")
-
-
-def stage(csi: Clients, vol_id: str, staging: str, cap: pb.VolumeCapability) -> None:
-    csi.node.NodeStageVolume(
-        pb.NodeStageVolumeRequest(
-            volume_id=vol_id, staging_target_path=staging, volume_capability=cap
-        )
-    )
-
-
-def publish(
-    csi: Clients, vol_id: str, staging: str, target: str, cap: pb.VolumeCapability, ro: bool = False
-) -> None:
-    csi.node.NodePublishVolume(
-        pb.NodePublishVolumeRequest(
-            volume_id=vol_id,
-            staging_target_path=staging,
-            target_path=target,
-            volume_capability=cap,
-            readonly=ro,
-        )
-    )
-
-
-def teardown(csi: Clients, vol_id: str, staging: str, *targets: str) -> None:
-    for target in targets:
-        csi.node.NodeUnpublishVolume(
-            pb.NodeUnpublishVolumeRequest(volume_id=vol_id, target_path=target)
-        )
-    csi.node.NodeUnstageVolume(
-        pb.NodeUnstageVolumeRequest(volume_id=vol_id, staging_target_path=staging)
-    )
-    csi.controller.DeleteVolume(pb.DeleteVolumeRequest(volume_id=vol_id))
 
 
 def code_of(call: Callable[[], object]) -> tuple[grpc.StatusCode, str]:
@@ -79,7 +39,7 @@ def test_filesystem_volume_lifecycle(csi: Clients, driver: DriverProcess, fs_typ
     assert dict(vol.accessible_topology[0].segments) == {
         "topology.hostpath-selinux.csi/node": "test-node"
     }
-    staging, target = paths(driver, fs_type)
+    staging, target = kubelet_paths(driver, fs_type)
     stage(csi, vol.volume_id, staging, cap)
     stage(csi, vol.volume_id, staging, cap)  # idempotent
     publish(csi, vol.volume_id, staging, target, cap)
@@ -113,7 +73,7 @@ def test_context_request_on_a_node_without_selinux_is_refused(
 ) -> None:
     cap = mount_cap("ext4", (context_flag(L1),), RWOP)
     vol = csi.controller.CreateVolume(create("pvc-label", cap)).volume
-    staging, _ = paths(driver, "label")
+    staging, _ = kubelet_paths(driver, "label")
     code, message = code_of(lambda: stage(csi, vol.volume_id, staging, cap))
     assert code == grpc.StatusCode.FAILED_PRECONDITION
     assert "SELinux is disabled on node test-node" in message
@@ -130,7 +90,7 @@ def test_directory_volume_refuses_a_label_with_the_reason(
 ) -> None:
     cap = mount_cap("", (context_flag(L1),))
     vol = csi.controller.CreateVolume(create("pvc-dir", cap, kind="directory")).volume
-    staging, _ = paths(driver, "dir")
+    staging, _ = kubelet_paths(driver, "dir")
     code, message = code_of(lambda: stage(csi, vol.volume_id, staging, cap))
     assert code == grpc.StatusCode.FAILED_PRECONDITION
     assert "bind mount cannot carry its own SELinux context" in message
@@ -151,7 +111,7 @@ def test_malformed_flags_are_invalid_argument(
 ) -> None:
     good = mount_cap("ext4")
     vol = csi.controller.CreateVolume(create(f"pvc-bad-{abs(hash(flag))}", good)).volume
-    staging, _ = paths(driver, "bad")
+    staging, _ = kubelet_paths(driver, "bad")
     code, message = code_of(lambda: stage(csi, vol.volume_id, staging, mount_cap("ext4", (flag,))))
     assert code == grpc.StatusCode.INVALID_ARGUMENT
     assert expected in message
@@ -162,7 +122,7 @@ def test_malformed_flags_are_invalid_argument(
 def test_snapshot_restore_and_clone_hold_the_data(csi: Clients, driver: DriverProcess) -> None:
     cap = mount_cap("ext4")
     vol = csi.controller.CreateVolume(create("pvc-src", cap)).volume
-    staging, target = paths(driver, "src")
+    staging, target = kubelet_paths(driver, "src")
     stage(csi, vol.volume_id, staging, cap)
     publish(csi, vol.volume_id, staging, target, cap)
     payload = os.urandom(1 << 20)
@@ -179,7 +139,7 @@ def test_snapshot_restore_and_clone_hold_the_data(csi: Clients, driver: DriverPr
     teardown(csi, vol.volume_id, staging, target)  # the source is gone; the snapshot stays usable
     restored = csi.controller.CreateVolume(restore_req).volume
     assert restored.content_source.snapshot.snapshot_id == snap.snapshot_id
-    staging2, target2 = paths(driver, "restore")
+    staging2, target2 = kubelet_paths(driver, "restore")
     stage(csi, restored.volume_id, staging2, cap)
     publish(csi, restored.volume_id, staging2, target2, cap)
     got = Path(target2, "before").read_bytes()
@@ -197,7 +157,7 @@ def test_snapshot_restore_and_clone_hold_the_data(csi: Clients, driver: DriverPr
 def test_online_expansion_grows_the_mounted_filesystem(csi: Clients, driver: DriverProcess) -> None:
     cap = mount_cap("xfs")
     vol = csi.controller.CreateVolume(create("pvc-grow", cap, 320 * MIB)).volume
-    staging, target = paths(driver, "grow")
+    staging, target = kubelet_paths(driver, "grow")
     stage(csi, vol.volume_id, staging, cap)
     publish(csi, vol.volume_id, staging, target, cap)
     before = os.statvfs(target)
@@ -220,7 +180,7 @@ def test_online_expansion_grows_the_mounted_filesystem(csi: Clients, driver: Dri
 def test_ext4_online_expansion_says_what_it_needs(csi: Clients, driver: DriverProcess) -> None:
     cap = mount_cap("ext4")
     vol = csi.controller.CreateVolume(create("pvc-grow4", cap)).volume
-    staging, target = paths(driver, "grow4")
+    staging, target = kubelet_paths(driver, "grow4")
     stage(csi, vol.volume_id, staging, cap)
     publish(csi, vol.volume_id, staging, target, cap)
     before = os.statvfs(target).f_blocks
@@ -243,7 +203,7 @@ def test_ext4_online_expansion_says_what_it_needs(csi: Clients, driver: DriverPr
 def test_block_volume_is_the_loop_device(csi: Clients, driver: DriverProcess) -> None:
     cap = block_cap()
     vol = csi.controller.CreateVolume(create("pvc-block", cap, 32 * MIB)).volume
-    staging, target = paths(driver, "block")
+    staging, target = kubelet_paths(driver, "block")
     stage(csi, vol.volume_id, staging, cap)
     publish(csi, vol.volume_id, staging, target, cap)
     assert stat.S_ISBLK(os.stat(target).st_mode)
@@ -258,7 +218,7 @@ def test_block_volume_is_the_loop_device(csi: Clients, driver: DriverProcess) ->
 
 
 def test_inline_ephemeral_volume_lives_with_the_pod(csi: Clients, driver: DriverProcess) -> None:
-    _, target = paths(driver, "inline")
+    _, target = kubelet_paths(driver, "inline")
     handle = "csi-0123456789abcdef"
     csi.node.NodePublishVolume(
         pb.NodePublishVolumeRequest(
@@ -281,7 +241,7 @@ def test_inline_ephemeral_volume_lives_with_the_pod(csi: Clients, driver: Driver
 def test_state_survives_kill_9(csi: Clients, driver: DriverProcess) -> None:
     cap = mount_cap("ext4")
     vol = csi.controller.CreateVolume(create("pvc-kill", cap)).volume
-    staging, target = paths(driver, "kill")
+    staging, target = kubelet_paths(driver, "kill")
     stage(csi, vol.volume_id, staging, cap)
     driver.stop(signal.SIGKILL)
     driver.start()
@@ -296,7 +256,7 @@ def test_health_reports_what_happened_behind_the_drivers_back(
 ) -> None:
     cap = mount_cap("ext4")
     vol = csi.controller.CreateVolume(create("pvc-health", cap)).volume
-    staging, _ = paths(driver, "health")
+    staging, _ = kubelet_paths(driver, "health")
     stage(csi, vol.volume_id, staging, cap)
     healthy = csi.node.NodeGetVolumeHealth(pb.NodeGetVolumeHealthRequest(volume_id=vol.volume_id))
     assert list(healthy.volume_health.health_statuses) == []
@@ -337,7 +297,7 @@ def test_fsgroup_is_applied_by_the_driver(csi: Clients, driver: DriverProcess) -
     cap = mount_cap("ext4")
     cap.mount.volume_mount_group = "4321"
     vol = csi.controller.CreateVolume(create("pvc-fsgroup", mount_cap("ext4"))).volume
-    staging, target = paths(driver, "fsgroup")
+    staging, target = kubelet_paths(driver, "fsgroup")
     stage(csi, vol.volume_id, staging, cap)
     publish(csi, vol.volume_id, staging, target, cap)
     root = os.stat(target)
@@ -366,7 +326,7 @@ def test_get_capacity_honours_the_configured_maximum(tmp_path: Path) -> None:
 def test_xfs_restore_mounts_beside_its_mounted_source(csi: Clients, driver: DriverProcess) -> None:
     cap = mount_cap("xfs")
     vol = csi.controller.CreateVolume(create("pvc-xsrc", cap, 320 * MIB)).volume
-    staging, target = paths(driver, "xsrc")
+    staging, target = kubelet_paths(driver, "xsrc")
     stage(csi, vol.volume_id, staging, cap)
     publish(csi, vol.volume_id, staging, target, cap)
     Path(target, "f").write_text("xfs data")
@@ -376,7 +336,7 @@ def test_xfs_restore_mounts_beside_its_mounted_source(csi: Clients, driver: Driv
     req = create("pvc-xrestore", cap, 320 * MIB)
     req.volume_content_source.snapshot.snapshot_id = snap.snapshot_id
     restored = csi.controller.CreateVolume(req).volume
-    staging2, target2 = paths(driver, "xrestore")
+    staging2, target2 = kubelet_paths(driver, "xrestore")
     stage(csi, restored.volume_id, staging2, cap)  # same filesystem UUID as the mounted source
     publish(csi, restored.volume_id, staging2, target2, cap)
     assert Path(target2, "f").read_text() == "xfs data"
@@ -404,7 +364,7 @@ def test_orphan_snapshot_files_are_removed_at_start(csi: Clients, driver: Driver
 def test_read_only_block_publish_cannot_write(csi: Clients, driver: DriverProcess) -> None:
     cap = block_cap()
     vol = csi.controller.CreateVolume(create("pvc-roblock", cap, 16 * MIB)).volume
-    staging, target = paths(driver, "roblock")
+    staging, target = kubelet_paths(driver, "roblock")
     stage(csi, vol.volume_id, staging, cap)
     publish(csi, vol.volume_id, staging, target, cap, ro=True)
     with pytest.raises(OSError), open(target, "r+b") as dev:
@@ -443,7 +403,7 @@ def test_restore_and_clone_into_a_larger_volume_fill_it(
     cap = mount_cap(fs_type)
     small, large = 320 * MIB, 640 * MIB
     vol = csi.controller.CreateVolume(create(f"pvc-small-{fs_type}", cap, small)).volume
-    staging, target = paths(driver, f"small-{fs_type}")
+    staging, target = kubelet_paths(driver, f"small-{fs_type}")
     stage(csi, vol.volume_id, staging, cap)
     publish(csi, vol.volume_id, staging, target, cap)
     Path(target, "data").write_text("kept")
@@ -460,7 +420,7 @@ def test_restore_and_clone_into_a_larger_volume_fill_it(
     ]
     for new in grown:
         assert new.capacity_bytes == large
-        staging2, target2 = paths(driver, new.volume_id)
+        staging2, target2 = kubelet_paths(driver, new.volume_id)
         stage(csi, new.volume_id, staging2, cap)
         publish(csi, new.volume_id, staging2, target2, cap)
         st = os.statvfs(target2)

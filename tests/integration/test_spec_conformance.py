@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 
 from csi_hostpath_selinux._proto import csi_pb2 as pb
-from tests.integration.test_node_grpc import paths, publish, stage, teardown
 from tests.support.driver import Clients, DriverProcess
+from tests.support.kubelet import kubelet_paths, publish, stage, teardown
 from tests.support.requests import create, mount_cap
 
 pytestmark = pytest.mark.integration
@@ -33,7 +33,7 @@ def test_a_node_publication_is_not_reported_as_a_controller_publication(
     """published_node_ids lists ControllerPublishVolume's nodes; this driver never attaches."""
     cap = mount_cap("ext4")
     vol = csi.controller.CreateVolume(create("pvc-published", cap)).volume
-    staging, target = paths(driver, "published")
+    staging, target = kubelet_paths(driver, "published")
     stage(csi, vol.volume_id, staging, cap)
     publish(csi, vol.volume_id, staging, target, cap)
     try:

@@ -14,22 +14,14 @@ from pathlib import Path
 import grpc
 import pytest
 
-from csi_hostpath_selinux import loopdev
 from csi_hostpath_selinux._proto import csi_pb2 as pb
-from csi_hostpath_selinux.backends import BACKENDS, Backend, BackendEnv
 from csi_hostpath_selinux.backends import _files as backend_files
 from csi_hostpath_selinux.backends import image as image_backend
-from csi_hostpath_selinux.config import DriverConfig
-from csi_hostpath_selinux.group_snapshots import GroupSnapshots
-from csi_hostpath_selinux.locks import OperationLocks
-from csi_hostpath_selinux.models import AccessMode, AccessType, Capability, Staging
 from csi_hostpath_selinux.mountinfo import find_mount
-from csi_hostpath_selinux.mounts import LinuxMounter
-from csi_hostpath_selinux.snapshots import SnapshotManager
-from csi_hostpath_selinux.state import Catalog
-from csi_hostpath_selinux.volumes import CapacityRange, VolumeManager
-from tests.support.driver import Clients, DriverProcess, cleanup_under
-from tests.support.freezing import is_frozen, thaw_if_frozen
+from tests.support.domain import InProcessDriver, in_process
+from tests.support.driver import Clients, DriverProcess
+from tests.support.freezing import is_frozen
+from tests.support.kubelet import kubelet_paths, publish, stage, teardown, unpublish
 from tests.support.requests import MIB, block_cap, create, mount_cap
 
 pytestmark = pytest.mark.integration
@@ -39,39 +31,6 @@ def code_of(call: object) -> grpc.StatusCode:
     with pytest.raises(grpc.RpcError) as info:
         call()  # type: ignore[operator]
     return info.value.code()
-
-
-def kubelet_paths(driver: DriverProcess, name: str) -> tuple[str, str]:
-    kubelet = driver.root.parent / "kubelet"
-    staging = kubelet / "plugins" / f"{name}-globalmount"
-    pod = kubelet / "pods" / f"uid-{name}"
-    pod.mkdir(parents=True, exist_ok=True)
-    return str(staging), str(pod / "mount")
-
-
-def stage(csi: Clients, vol: str, staging: str, cap: pb.VolumeCapability) -> None:
-    csi.node.NodeStageVolume(
-        pb.NodeStageVolumeRequest(volume_id=vol, staging_target_path=staging, volume_capability=cap)
-    )
-
-
-def publish(csi: Clients, vol: str, staging: str, target: str, cap: pb.VolumeCapability) -> None:
-    csi.node.NodePublishVolume(
-        pb.NodePublishVolumeRequest(
-            volume_id=vol, staging_target_path=staging, target_path=target, volume_capability=cap
-        )
-    )
-
-
-def unpublish(csi: Clients, vol: str, target: str) -> None:
-    csi.node.NodeUnpublishVolume(pb.NodeUnpublishVolumeRequest(volume_id=vol, target_path=target))
-
-
-def unstage_and_delete(csi: Clients, vol: str, staging: str) -> None:
-    csi.node.NodeUnstageVolume(
-        pb.NodeUnstageVolumeRequest(volume_id=vol, staging_target_path=staging)
-    )
-    csi.controller.DeleteVolume(pb.DeleteVolumeRequest(volume_id=vol))
 
 
 def stats(csi: Clients, vol: str, path: str) -> pb.NodeGetVolumeStatsResponse:
@@ -109,8 +68,8 @@ def test_block_volume_at_another_volumes_mount_is_not_found(
     assert code_of(lambda: stats(csi, block, block_staging)) == grpc.StatusCode.NOT_FOUND
     assert code_of(lambda: expand(csi, block, block_staging)) == grpc.StatusCode.NOT_FOUND
     unpublish(csi, fs, block_staging)
-    unstage_and_delete(csi, fs, fs_staging)
-    unstage_and_delete(csi, block, block_staging)
+    teardown(csi, fs, fs_staging)
+    teardown(csi, block, block_staging)
 
 
 def test_filesystem_volume_never_reports_another_volumes_usage(
@@ -135,75 +94,32 @@ def test_filesystem_volume_never_reports_another_volumes_usage(
     assert stats(csi, b, target).usage[0].total > 32 * MIB, "B's own stats still answer"
     unpublish(csi, b, target)
     unpublish(csi, a, target)
-    unstage_and_delete(csi, b, b_staging)
-    unstage_and_delete(csi, a, a_staging)
+    teardown(csi, b, b_staging)
+    teardown(csi, a, a_staging)
 
 
 # snapshots with a symlinked kubelet directory, in process
 
 
-class LinkedKubelet:
+class LinkedKubelet(InProcessDriver):
     """The domain objects over a kubelet directory that is a symlink (which paths.trusted()
     allows: the operator's own link), with ext4 volumes really mounted below it."""
 
     def __init__(self, root: Path) -> None:
-        self.root = root
         real = root / "var-lib-kubelet"
         (real / "plugins").mkdir(parents=True)
         self.kubelet = root / "kubelet"
         self.kubelet.symlink_to(real)
-        self.config = DriverConfig(
-            node_id="test-node", state_dir=root / "state", kubelet_dir=str(self.kubelet)
-        )
-        self.config.state_dir.mkdir(parents=True)
-        self.catalog = Catalog(self.config.catalog_path)
-        self.mounter = LinuxMounter()
-        env = BackendEnv(self.config.state_dir, self.mounter)
-        self.backends: dict[str, Backend] = {k: cls(env) for k, cls in BACKENDS.items()}
-        self.locks = OperationLocks()
-        self.volumes = VolumeManager(self.config, self.catalog, self.backends, self.locks)
-        self.snapshots = SnapshotManager(self.config, self.catalog, self.backends, self.locks)
-        self.groups = GroupSnapshots(self.catalog, self.backends, self.locks, self.snapshots)
-        self.staged: list[str] = []
+        super().__init__(root, kubelet_dir=str(self.kubelet))
 
-    def mounted_volume(self, name: str) -> tuple[str, str]:
-        """An ext4 volume mounted at a staging path under the symlinked kubelet directory."""
-        cap = Capability(
-            access_type=AccessType.MOUNT, access_mode=AccessMode.SINGLE_NODE_WRITER, fs_type="ext4"
-        )
-        vol = self.volumes.create(name, CapacityRange(32 * MIB), [cap], {}, {}, None)
-        staging = self.kubelet / "plugins" / f"{name}-globalmount"
-        staging.mkdir()
-        image = self.backends["image"]
-        assert isinstance(image, image_backend.ImageBackend)
-        device = loopdev.attach(str(image.image_path(vol.id))).path
-        self.mounter.mount(device, str(staging), "ext4", [])
-        self.staged.append(os.path.realpath(staging))
-        self.catalog.put_staging(
-            Staging(
-                volume_id=vol.id,
-                staging_path=str(staging),
-                label=None,
-                flags=(),
-                device=device,
-                access_type=AccessType.MOUNT,
-            )
-        )
-        return vol.id, str(staging)
+    def staging_path(self, name: str) -> Path:
+        return self.kubelet / "plugins" / f"{name}-globalmount"
 
 
 @pytest.fixture
 def linked(tmp_path: Path) -> Iterator[LinkedKubelet]:
-    if os.geteuid() != 0:
-        pytest.fail("integration tests need root (loop devices and mounts)")
-    env = LinkedKubelet(tmp_path)
-    try:
+    with in_process(LinkedKubelet, tmp_path) as env:
         yield env
-    finally:
-        for staging in env.staged:
-            thaw_if_frozen(staging)
-        env.catalog.close()
-        cleanup_under(tmp_path)
 
 
 def record_freezes(monkeypatch: pytest.MonkeyPatch, stagings: list[str]) -> list[list[bool]]:

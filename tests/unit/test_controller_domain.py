@@ -17,6 +17,7 @@ import pytest
 
 from csi_hostpath_selinux import intents, recovery
 from csi_hostpath_selinux.backends import Backend, BackendEnv, DirectoryBackend, FakeBackend
+from csi_hostpath_selinux.backends._files import grow_file
 from csi_hostpath_selinux.backends.base import remove_path
 from csi_hostpath_selinux.config import DriverConfig
 from csi_hostpath_selinux.errors import (
@@ -29,12 +30,12 @@ from csi_hostpath_selinux.errors import (
 )
 from csi_hostpath_selinux.fake_mounts import FakeMounter
 from csi_hostpath_selinux.locks import OperationLocks
-from csi_hostpath_selinux.metrics import Metrics
 from csi_hostpath_selinux.models import (
     AccessMode,
     AccessType,
     Capability,
     ContentSource,
+    HealthStatus,
     Snapshot,
     SourceType,
     Staging,
@@ -43,9 +44,9 @@ from csi_hostpath_selinux.models import (
     new_snapshot_id,
 )
 from csi_hostpath_selinux.mounting import NodeVolumes
-from csi_hostpath_selinux.selinux import SELinuxSupport
 from csi_hostpath_selinux.state import Catalog
 from csi_hostpath_selinux.volumes import CapacityRange, VolumeManager
+from tests.support.domain import fake_node
 
 MIB = 1024 * 1024
 MOUNT = Capability(access_type=AccessType.MOUNT, access_mode=AccessMode.SINGLE_NODE_WRITER)
@@ -100,6 +101,10 @@ class Controller:
 
     def data(self, vol: Volume) -> Path:
         return self.fake.data_path(vol.id)
+
+    def node(self) -> NodeVolumes:
+        """The node side over the same catalog and kinds (no SELinux, no real mounts)."""
+        return fake_node(self.config, self.catalog, self.backends)
 
 
 def make_controller(state_dir: Path, **config: int) -> Controller:
@@ -320,15 +325,7 @@ def test_recovery_removes_an_unfinished_fake_volume_and_snapshot(ctl: Controller
     for ident in (orphan_vol.id, orphan_snap):
         (ctl.config.state_dir / intents.INTENTS_DIR).mkdir(exist_ok=True)
         (ctl.config.state_dir / intents.INTENTS_DIR / ident).touch()
-    node = NodeVolumes(
-        ctl.config,
-        ctl.catalog,
-        ctl.backends,
-        FakeMounter(),
-        OperationLocks(),
-        lambda: SELinuxSupport(False, False, False, False, None),
-        Metrics(),
-    )
+    node = ctl.node()
     report = recovery.reconcile(ctl.catalog, ctl.backends, node)
     assert sorted(report.orphan_storage) == sorted([f"{orphan_vol.id}.fake", f"{orphan_snap}.fake"])
     assert ctl.fake.stored_volume_ids() == {vol.id}
@@ -341,15 +338,7 @@ def test_recovery_records_the_kind_of_a_snapshot_from_before_the_column(ctl: Con
     ctl.volumes.delete(vol.id, {})
     with ctl.catalog.transaction() as db:  # as the migration leaves a row whose volume is gone
         db.execute("UPDATE snapshots SET kind='' WHERE id=?", (snap.id,))
-    node = NodeVolumes(
-        ctl.config,
-        ctl.catalog,
-        ctl.backends,
-        FakeMounter(),
-        OperationLocks(),
-        lambda: SELinuxSupport(False, False, False, False, None),
-        Metrics(),
-    )
+    node = ctl.node()
     recovery.reconcile(ctl.catalog, ctl.backends, node)
     stored = ctl.catalog.snapshot(snap.id)
     assert stored is not None and stored.kind == "fake"
@@ -364,3 +353,57 @@ def test_remove_path_never_follows_a_link(tmp_path: Path) -> None:
     remove_path(link)
     remove_path(link)  # a missing one is fine
     assert not os.path.lexists(link) and (target / "f").read_text() == "kept"
+
+
+def test_remove_path_removes_empty_and_full_directories_but_not_what_links_reach(
+    tmp_path: Path,
+) -> None:
+    empty_target = tmp_path / "empty-target"
+    empty_target.mkdir()
+    link_to_empty = tmp_path / "link-to-empty"  # rmdir on it fails ENOTDIR: the link goes
+    link_to_empty.symlink_to(empty_target)
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    full = tmp_path / "full"
+    (full / "sub").mkdir(parents=True)
+    (full / "sub" / "f").write_text("gone")
+    (full / "out").symlink_to(empty_target)
+    for path in (link_to_empty, empty, full):
+        remove_path(path)
+        assert not os.path.lexists(path)
+    assert empty_target.is_dir()
+
+
+def test_a_fake_volume_whose_data_file_is_cut_short_or_replaced_by_a_link_reports_data_loss(
+    ctl: Controller, tmp_path: Path
+) -> None:
+    vol = ctl.create("pvc-a")
+    assert ctl.fake.health(vol) == []
+    data = ctl.data(vol)
+    os.truncate(data, MIB // 2)
+    [cut] = ctl.fake.health(vol)
+    assert (cut.status, cut.reason) == (HealthStatus.DATA_LOSS, "FakeDataTruncated")
+    assert f"{MIB // 2} bytes, smaller than the volume's {MIB} bytes" in cut.message
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.write_bytes(b"\0" * (2 * MIB))
+    data.unlink()
+    data.symlink_to(elsewhere)  # big enough, but not the volume's file: never followed
+    [linked] = ctl.fake.health(vol)
+    assert (linked.status, linked.reason) == (HealthStatus.DATA_LOSS, "FakeDataMissing")
+
+
+def test_grow_file_leaves_a_hole_allocates_only_when_asked_and_never_shrinks(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "image"
+    fd = os.open(path, os.O_CREAT | os.O_RDWR, 0o600)
+    try:
+        assert grow_file(fd, 4 * MIB, preallocate=False)
+        st = os.fstat(fd)
+        assert st.st_size == 4 * MIB and st.st_blocks * 512 < MIB  # a hole, not data
+        assert not grow_file(fd, MIB, preallocate=False)  # smaller: left as it is
+        assert os.fstat(fd).st_size == 4 * MIB
+        assert not grow_file(fd, 4 * MIB, preallocate=True)
+        assert os.fstat(fd).st_blocks * 512 >= 4 * MIB  # now allocated in full
+    finally:
+        os.close(fd)

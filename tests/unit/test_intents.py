@@ -22,13 +22,11 @@ from csi_hostpath_selinux.catalog_guard import StateDirError
 from csi_hostpath_selinux.config import DriverConfig
 from csi_hostpath_selinux.fake_mounts import FakeMounter
 from csi_hostpath_selinux.locks import OperationLocks
-from csi_hostpath_selinux.metrics import Metrics
 from csi_hostpath_selinux.models import AccessMode, AccessType, Capability, Volume
-from csi_hostpath_selinux.mounting import NodeVolumes
 from csi_hostpath_selinux.recovery import reconcile
-from csi_hostpath_selinux.selinux import SELinuxSupport
 from csi_hostpath_selinux.state import Catalog
 from csi_hostpath_selinux.volumes import CapacityRange, VolumeManager
+from tests.support.domain import fake_node
 
 CATALOG_FILES = ("catalog.sqlite", "catalog.sqlite-wal")
 
@@ -51,17 +49,7 @@ class Node:
         )
 
     def reconcile(self) -> list[str]:
-        fake = FakeMounter()
-        support = SELinuxSupport(False, False, False, False, None)
-        node = NodeVolumes(
-            self.config,
-            self.catalog,
-            self.backends,
-            fake,
-            OperationLocks(),
-            lambda: support,
-            Metrics(),
-        )
+        node = fake_node(self.config, self.catalog, self.backends)
         return reconcile(self.catalog, self.backends, node).orphan_storage
 
 

@@ -64,16 +64,37 @@ class World:
         return vol
 
     def stage(self, vol: Volume, label: str | None, path: str = "globalmount") -> str:
-        flags = (f'context="{label}"',) if label else ()
-        cap = Capability(
-            access_type=AccessType.MOUNT,
-            access_mode=AccessMode.SINGLE_NODE_WRITER,
-            fs_type="",
-            mount_flags=flags,
-        )
+        """Stage vol as kubelet does for a pod with label (None: no seLinuxOptions.level)."""
+        return self.stage_with_flags(vol, (f'context="{label}"',) if label else (), path)
+
+    def stage_with_flags(
+        self, vol: Volume, flags: tuple[str, ...], path: str = "globalmount"
+    ) -> str:
         staging = str(self.kubelet / "plugins" / f"{vol.id}-{path}")
-        self.node.stage(StageArgs(vol.id, staging, cap, {"username": "u", "password": "p4ss"}))
+        secrets = {"username": "u", "password": "p4ss"}
+        self.node.stage(StageArgs(vol.id, staging, mount_capability(flags), secrets))
         return staging
+
+    def publish(self, vol: Volume, staging: str, label: str, pod: str = "uid") -> None:
+        """Publish vol for a pod with label at the pod's own target path."""
+        self.publish_with_flags(vol, staging, (f'context="{label}"',), pod)
+
+    def publish_with_flags(
+        self, vol: Volume, staging: str, flags: tuple[str, ...], pod: str = "uid"
+    ) -> None:
+        target = self.kubelet / "pods" / pod / "mount"
+        target.parent.mkdir(exist_ok=True)
+        args = PublishArgs(vol.id, staging, str(target), mount_capability(flags), False)
+        self.node.publish(args)
+
+
+def mount_capability(flags: tuple[str, ...]) -> Capability:
+    return Capability(
+        access_type=AccessType.MOUNT,
+        access_mode=AccessMode.SINGLE_NODE_WRITER,
+        fs_type="",
+        mount_flags=flags,
+    )
 
 
 @pytest.fixture
@@ -135,16 +156,8 @@ def test_another_label_is_refused_before_anything_is_mounted(world: World) -> No
     with pytest.raises(AlreadyExists) as again:
         world.stage(vol, L2)
     assert L1 in again.value.message and L2 in again.value.message
-    target = world.kubelet / "pods" / "uid" / "mount"
-    target.parent.mkdir()
-    cap = Capability(
-        access_type=AccessType.MOUNT,
-        access_mode=AccessMode.SINGLE_NODE_WRITER,
-        fs_type="",
-        mount_flags=(f'context="{L2}"',),
-    )
     with pytest.raises(FailedPrecondition) as publish:
-        world.node.publish(PublishArgs(vol.id, staging, str(target), cap, False))
+        world.publish(vol, staging, L2)
     assert "seLinuxChangePolicy: Recursive" in publish.value.message
     assert len(world.fake.calls) == calls_before, "refusals happen before any mount call"
     assert world.metrics.counter("selinux_label_conflicts_total") == 2
@@ -183,39 +196,20 @@ SVIRT = "system_u:object_r:svirt_lxc_file_t:s0:c1,c2"
 CUSTOM = "system_u:object_r:acme_volume_t:s0:c1,c2"
 
 
-def stage_with_flags(world: World, vol: Volume, flags: tuple[str, ...]) -> str:
-    cap = Capability(
-        access_type=AccessType.MOUNT,
-        access_mode=AccessMode.SINGLE_NODE_WRITER,
-        fs_type="",
-        mount_flags=flags,
-    )
-    staging = str(world.kubelet / "plugins" / f"{vol.id}-globalmount")
-    world.node.stage(StageArgs(vol.id, staging, cap, {"username": "u", "password": "p"}))
-    return staging
-
-
 def publish_with_flags(world: World, vol: Volume, staging: str, flags: tuple[str, ...]) -> None:
-    target = world.kubelet / "pods" / "uid" / "mount"
-    target.parent.mkdir(exist_ok=True)
-    cap = Capability(
-        access_type=AccessType.MOUNT,
-        access_mode=AccessMode.SINGLE_NODE_WRITER,
-        fs_type="",
-        mount_flags=flags,
-    )
+    """Publish as kubelet does, with the bind mount reading the staged label (as the kernel
+    would show it)."""
     (staged,) = world.catalog.stagings(vol.id)
     with pytest.MonkeyPatch.context() as patch:
-        # What the kernel would show: a bind mount reads the staged label.
         patch.setattr(publishing, "read_label", lambda path: staged.label)
-        world.node.publish(PublishArgs(vol.id, staging, str(target), cap, False))
+        world.publish_with_flags(vol, staging, flags)
 
 
 def test_site_default_label_from_the_storage_class_alone(world: World) -> None:
     """A pod without seLinuxOptions.level: kubelet sends only the StorageClass's context=."""
     vol = world.volume("nfs", server="nfs.example", share="/srv")
     flags = ("nfsvers=4.2", f"context={L1}")  # as an administrator writes it, unquoted
-    staging = stage_with_flags(world, vol, flags)
+    staging = world.stage_with_flags(vol, flags)
     ((_, _, _, options, _),) = helper_calls(world.fake)
     assert [o for o in options if "context" in o] == [f'context="{L1}"']
     assert [s.label for s in world.catalog.stagings(vol.id)] == [L1]
@@ -227,7 +221,7 @@ def test_site_default_label_from_the_storage_class_alone(world: World) -> None:
 def test_storage_class_label_equal_to_the_pods_is_mounted_once(world: World, pod: str) -> None:
     vol = world.volume("nfs", server="nfs.example", share="/srv")
     flags = (f"context={L1}", f'context="{pod}"')
-    staging = stage_with_flags(world, vol, flags)
+    staging = world.stage_with_flags(vol, flags)
     ((_, _, _, options, _),) = helper_calls(world.fake)
     assert len([o for o in options if "context" in o]) == 1
     publish_with_flags(world, vol, staging, flags)
@@ -237,7 +231,7 @@ def test_storage_class_label_equal_to_the_pods_is_mounted_once(world: World, pod
 def test_storage_class_label_other_than_the_pods_is_refused_before_mounting(world: World) -> None:
     vol = world.volume("nfs", server="nfs.example", share="/srv")
     with pytest.raises(InvalidMountFlags) as info:
-        stage_with_flags(world, vol, (f"context={L1}", f'context="{L2}"'))
+        world.stage_with_flags(vol, (f"context={L1}", f'context="{L2}"'))
     assert f'context="{L1}", given first' in info.value.message
     assert f'context="{L2}", given last' in info.value.message
     assert helper_calls(world.fake) == []
@@ -254,15 +248,7 @@ def test_types_other_than_container_file_t(world: World, first: str, second: str
     assert f'context="{first}"' in options
     publish_with_flags(world, vol, staging, (f'context="{first}"',))
     with pytest.raises(FailedPrecondition) as info:
-        cap = Capability(
-            access_type=AccessType.MOUNT,
-            access_mode=AccessMode.SINGLE_NODE_WRITER,
-            fs_type="",
-            mount_flags=(f'context="{second}"',),
-        )
-        other = world.kubelet / "pods" / "uid2" / "mount"
-        other.parent.mkdir()
-        world.node.publish(PublishArgs(vol.id, staging, str(other), cap, False))
+        world.publish(vol, staging, second, pod="uid2")
     first_type, second_type = first.split(":")[2], second.split(":")[2]
     assert first in info.value.message and second in info.value.message
     assert f"seLinuxOptions.type ({first_type} versus {second_type})" in info.value.message
@@ -303,15 +289,7 @@ def test_label_conflicts_have_one_code_per_condition(world: World) -> None:
     with pytest.raises(StagedElsewhere) as elsewhere:
         world.stage(vol, L1, path="elsewhere")
     assert elsewhere.value.staged_at == staging
-    target = world.kubelet / "pods" / "uid" / "mount"
-    target.parent.mkdir()
-    cap = Capability(
-        access_type=AccessType.MOUNT,
-        access_mode=AccessMode.SINGLE_NODE_WRITER,
-        fs_type="",
-        mount_flags=(f'context="{L2}"',),
-    )
     with pytest.raises(LabelInUse) as publish:
-        world.node.publish(PublishArgs(vol.id, staging, str(target), cap, False))
+        world.publish(vol, staging, L2)
     code = status_of("/csi.v1.Node/NodePublishVolume", publish.value).code
     assert code is grpc.StatusCode.FAILED_PRECONDITION
