@@ -134,18 +134,11 @@ class DriverInterceptor(grpc.ServerInterceptor):  # type: ignore[type-arg]
             for response in inner(request, context):
                 sent += 1
                 yield response
-        except DOMAIN_ERRORS as exc:
-            status = status_of(method, exc)
-            code = status.code
-            log.info("%s failed: %s: %s", method, code.name, status.message)
-            context.abort(code, status.message)
         except Exception as exc:
-            if _is_abort(context):
-                code = context.code() or grpc.StatusCode.UNKNOWN  # type: ignore[attr-defined]
-                raise
-            code = grpc.StatusCode.INTERNAL
-            log.exception("%s failed with an unexpected error", method)
-            context.abort(code, f"internal error in the driver: {type(exc).__name__}: {exc}")
+            code, message = _failure(method, exc, context)
+            if message is None:
+                raise  # the handler aborted the call itself
+            context.abort(code, message)
         finally:
             elapsed = time.monotonic() - start
             self.metrics.observe_rpc(method, code.name, elapsed)
@@ -169,18 +162,11 @@ class DriverInterceptor(grpc.ServerInterceptor):  # type: ignore[type-arg]
         code = grpc.StatusCode.OK
         try:
             response = inner(request, context)
-        except DOMAIN_ERRORS as exc:
-            status = status_of(method, exc)
-            code = status.code
-            log.info("%s failed: %s: %s", method, code.name, status.message)
-            context.abort(code, status.message)
         except Exception as exc:
-            if _is_abort(context):
-                code = context.code() or grpc.StatusCode.UNKNOWN  # type: ignore[attr-defined]
-                raise
-            code = grpc.StatusCode.INTERNAL
-            log.exception("%s failed with an unexpected error", method)
-            context.abort(code, f"internal error in the driver: {type(exc).__name__}: {exc}")
+            code, message = _failure(method, exc, context)
+            if message is None:
+                raise  # the handler aborted the call itself
+            context.abort(code, message)
         finally:
             elapsed = time.monotonic() - start
             self.metrics.observe_rpc(method, code.name, elapsed)
@@ -194,6 +180,23 @@ def log_message(method: str, what: str, message: Message) -> None:
     if log.isEnabledFor(logging.DEBUG):
         text = text_format.MessageToString(redacted(message), as_one_line=True)
         log.debug("%s %s: %s", method, what, text)
+
+
+def _failure(
+    method: str, exc: Exception, context: grpc.ServicerContext
+) -> tuple[grpc.StatusCode, str | None]:
+    """The status that ends a call which raised `exc`: a domain error's code and words as the
+    CSI spec names them, INTERNAL (logged with its traceback) for anything unexpected. A handler
+    that already called context.abort keeps its own status: the message is None then and the
+    caller re-raises."""
+    if isinstance(exc, DOMAIN_ERRORS):
+        status = status_of(method, exc)
+        log.info("%s failed: %s: %s", method, status.code.name, status.message)
+        return status.code, status.message
+    if _is_abort(context):
+        return context.code() or grpc.StatusCode.UNKNOWN, None  # type: ignore[attr-defined]
+    log.exception("%s failed with an unexpected error", method)
+    return grpc.StatusCode.INTERNAL, f"internal error in the driver: {type(exc).__name__}: {exc}"
 
 
 def _is_abort(context: grpc.ServicerContext) -> bool:
