@@ -43,7 +43,11 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 
-from benchmarks.podstart_logs import create_container_span, driver_rpc_ms
+from benchmarks.podstart_logs import (
+    create_container_attempts,
+    create_container_span,
+    driver_rpc_ms,
+)
 from tests.cluster import manifest
 from tests.cluster.cluster import Cluster
 from tests.cluster.deploy import deploy_driver
@@ -154,6 +158,12 @@ def start_pod(
         span = create_container_span(containerd_log, name, obj["metadata"]["uid"], "app")
         run["create_container_s"] = round(span.seconds, 2)
         run["create_container_calls"] = span.calls
+        run["create_container_attempts"] = [
+            [attempt, None if sec is None else round(sec, 1)]
+            for attempt, sec in create_container_attempts(
+                containerd_log, name, obj["metadata"]["uid"], "app"
+            )
+        ]
     except LookupError as exc:
         run["create_container_s"] = None
         run["create_container_error"] = str(exc)
@@ -256,6 +266,28 @@ def report(data: dict[str, Any]) -> str:
             f"| {_cell(by['Recursive'], 'create_container_s')} "
             f"| {', '.join(str(c) for c in calls if c is not None) or '-'} |"
         )
+    retried = [
+        (row["files"], run)
+        for row in data["results"]
+        for run in row["runs"]
+        if len(run.get("create_container_attempts") or []) > 1
+    ]
+    if retried:
+        lines += [
+            "",
+            "Pods whose container kubelet created more than once (each attempt: containerd's",
+            "CreateContainer from its first call to its result; '-' never returned):",
+            "",
+            "| files | policy | pod Running | attempts: seconds each |",
+            "|---:|---|---|---|",
+        ]
+        for files, run in retried:
+            each = ", ".join(
+                f"{a}: {'-' if sec is None else f'{sec:.0f}'}"
+                for a, sec in run["create_container_attempts"]
+            )
+            state = "yes" if run.get("running", True) else "no"
+            lines.append(f"| {files:,} | {run['policy']} | {state} | {each} |")
     lines += ["", *data.get("notes", [])]
     return "\n".join(lines)
 

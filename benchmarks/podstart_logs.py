@@ -53,21 +53,49 @@ def _stamp(line: str) -> float:
     return datetime.fromisoformat(f"{head}.{micro}+00:00").timestamp()
 
 
-def create_container_span(
-    containerd_log: str, pod: str, uid: str, container: str
-) -> CreateContainerSpan:
-    """The CreateContainer span of `container` in the sandbox containerd made for pod `pod`
-    (UID `uid`)."""
-    sandbox: str | None = None
+def _sandbox_of(containerd_log: str, pod: str, uid: str) -> str:
     needle = f"PodSandboxMetadata{{Name:{pod},Uid:{uid},"
     for line in containerd_log.splitlines():
         if "RunPodSandbox for" in line and needle in line and "returns sandbox id" in line:
             found = re.search(r'returns sandbox id \\"([0-9a-f]+)\\"', line)
             if found:
-                sandbox = found.group(1)
-                break
-    if sandbox is None:
-        raise LookupError(f"containerd's log has no sandbox for pod {pod} ({uid})")
+                return found.group(1)
+    raise LookupError(f"containerd's log has no sandbox for pod {pod} ({uid})")
+
+
+def create_container_attempts(
+    containerd_log: str, pod: str, uid: str, container: str
+) -> list[tuple[int, float | None]]:
+    """Per container attempt (kubelet's restart count) of `container` in pod `pod`: seconds from
+    containerd's first CreateContainer call for that attempt to its "returns container id", None
+    when that attempt never returned. Under Recursive, one attempt is one relabel of the volume."""
+    sandbox = _sandbox_of(containerd_log, pod, uid)
+    prefix = f'CreateContainer within sandbox \\"{sandbox}\\" for'
+    first: dict[int, float] = {}
+    done: dict[int, float] = {}
+    for line in containerd_log.splitlines():
+        if prefix not in line:
+            continue
+        found = re.search(rf"ContainerMetadata{{Name:{re.escape(container)},Attempt:(\d+),", line)
+        if found is None:
+            continue
+        attempt = int(found.group(1))
+        if "returns container id" in line:
+            done.setdefault(attempt, _stamp(line))
+        elif " for container &" in line:
+            first.setdefault(attempt, _stamp(line))
+    return [
+        (attempt, done[attempt] - start if attempt in done else None)
+        for attempt, start in sorted(first.items())
+    ]
+
+
+def create_container_span(
+    containerd_log: str, pod: str, uid: str, container: str
+) -> CreateContainerSpan:
+    """The CreateContainer span of `container` in the sandbox containerd made for pod `pod`
+    (UID `uid`)."""
+    sandbox = _sandbox_of(containerd_log, pod, uid)
     start: float | None = None
     calls = 0
     prefix = f'CreateContainer within sandbox \\"{sandbox}\\" for'

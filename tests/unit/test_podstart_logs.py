@@ -5,7 +5,11 @@ from __future__ import annotations
 
 import pytest
 
-from benchmarks.podstart_logs import create_container_span, driver_rpc_ms
+from benchmarks.podstart_logs import (
+    create_container_attempts,
+    create_container_span,
+    driver_rpc_ms,
+)
 
 SANDBOX = "c76b9d1efdce99f488970ea3a44cc3a9f5539d1414293e5985395c087d49ccad"
 OTHER = "d1fa4ceddd88fa3a46e55c41bf668c77b4ad7a230c82d07b3c016a9f14a4cf2e"
@@ -82,3 +86,14 @@ def test_driver_rpc_times_add_up_successful_calls_only() -> None:
         ]
     )
     assert driver_rpc_ms(log) == {"NodeStageVolume": 812.5, "NodePublishVolume": 40.25}
+
+
+def test_each_attempt_is_timed_on_its_own_and_an_unfinished_one_is_none() -> None:
+    retried = CONTAINERD.replace('Attempt:0,}"', 'Attempt:0,}"')  # attempt 0 as above
+    retried += "\n" + line(
+        "34:00.000000000",
+        f'CreateContainer within sandbox \\"{SANDBOX}\\" for container '
+        "&ContainerMetadata{Name:app,Attempt:1,}",
+    )
+    attempts = create_container_attempts(retried, "recursive-0", "13d5", "app")
+    assert attempts == [(0, pytest.approx(134.25)), (1, None)]
