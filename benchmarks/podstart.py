@@ -110,7 +110,7 @@ def measure(
                     run = start_pod(kube, node, name, level(counter), policy, pod_timeout)
                     print(f"{files} files: {run}", flush=True)
                     runs.append(run)
-                    kube.delete(f"pod/{name}")
+                    deleted(kube, name)
                     unmounted(kube, node, pv_name)
             results.append(
                 {"files": files, "fill_s": round(fill_s, 1), "size": size_for(files), "runs": runs}
@@ -172,6 +172,18 @@ def start_pod(
 
 def _ts(stamp: str) -> float:
     return datetime.fromisoformat(stamp.replace("Z", "+00:00")).timestamp()
+
+
+def deleted(kube: Any, name: str) -> None:
+    """Delete a pod and wait until it is gone. A pod whose container containerd is still
+    relabelling (Recursive, a large volume) goes only when that relabel ends: minutes, longer
+    than one kubectl call may wait."""
+    kube.delete(f"pod/{name}", wait=False)
+    kube.wait(
+        f"pod {name} deleted",
+        lambda: not kube.kubectl("get", "pod", name, "--ignore-not-found", "-o", "name").strip(),
+        1800,
+    )
 
 
 def unmounted(kube: Any, node: Any, pv_name: str) -> None:
