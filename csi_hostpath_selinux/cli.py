@@ -139,6 +139,12 @@ def parser() -> argparse.ArgumentParser:
         "only another feature needs is reported, not counted (default: "
         f"{','.join(DEFAULT_EXPECTED)})",
     )
+    state_help = (
+        "print, as JSON, the volumes of the state directory and the stagings and publications "
+        "the driver has recorded on this node (label, mount flags, device), read-only: safe "
+        "beside a running driver, changes nothing"
+    )
+    sub.add_parser("state", help=state_help, description=state_help)
     return p
 
 
@@ -223,6 +229,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         from .doctor import doctor
 
         return doctor(sys.stdout, args.expect)
+    if args.command == "state":
+        from .state_report import state
+
+        return state(sys.stdout, sys.stderr, args.state_dir)
     return serve(config_from(args))
 
 

@@ -10,6 +10,9 @@ DEFAULT_DRIVER_NAME = "hostpath-selinux.csi.k8s.io"
 DEFAULT_STATE_DIR = Path("/var/lib/csi-hostpath-selinux")
 DEFAULT_ENDPOINT = "unix:///csi/csi.sock"
 
+#: The catalog's file name in the state directory.
+CATALOG_NAME = "catalog.sqlite"
+
 
 #: Label namespaces kubelet may not set on its own Node object when the NodeRestriction admission
 #: plugin is on (kubeadm, kind and managed clusters enable it): `kubernetes.io`, `k8s.io` and
@@ -76,4 +79,4 @@ class DriverConfig:
 
     @property
     def catalog_path(self) -> Path:
-        return self.state_dir / "catalog.sqlite"
+        return self.state_dir / CATALOG_NAME

@@ -9,7 +9,6 @@ live in `staging`, `publishing` and `node_usage`; `mounting.NodeVolumes` puts th
 from __future__ import annotations
 
 import errno
-import os
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
@@ -115,10 +114,12 @@ class NodeContext:
         return view.named(path) is None
 
     def staging_alive(self, vol: Volume, st: Staging) -> bool:
-        """True when a READY staging is really in place; stale records are dropped."""
+        """True when a READY staging is really in place (a block staging: its recorded device
+        still serves the volume, which a device name surviving a reboot does not prove); stale
+        records are dropped."""
         if st.state is StagingState.READY:
             if vol.access_type is AccessType.BLOCK:
-                alive = bool(st.device) and os.path.exists(st.device)
+                alive = bool(st.device) and self.backends[vol.kind].serves(vol, st.device)
             else:
                 alive = not self.gone(st.staging_path)
             if alive:

@@ -236,6 +236,12 @@ class Backend(abc.ABC):
             self.env.snapshots_dir, self.snapshot_suffix, is_snapshot_id, self.snapshot_path
         )
 
+    def serves(self, volume: Volume, device: str) -> bool:
+        """Whether device, recorded by a block staging, still serves the volume's storage. The
+        name alone proves nothing: after a reboot /dev/loopN exists again (the kernel makes
+        loop0-7 at boot), detached or bound to another volume's image."""
+        return os.path.exists(device)
+
     def staged_health(self, volume: Volume, staging: Staging) -> list[HealthIssue]:
         """Node-side signals of a staged volume's storage (a detached loop device, say); the
         node layer checks the mount itself. [] when healthy or when the kind has none."""

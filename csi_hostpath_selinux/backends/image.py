@@ -191,9 +191,12 @@ class ImageBackend(Backend):
         advice = "; restore it from a snapshot"
         return file_health(self.image_path(volume.id), volume, "Image", "image file", advice)
 
+    def serves(self, volume: Volume, device: str) -> bool:
+        image = str(self.image_path(volume.id))
+        return any(d.path == device for d in loopdev.find_by_backing_file(image))
+
     def staged_health(self, volume: Volume, staging: Staging) -> list[HealthIssue]:
-        devices = loopdev.find_by_backing_file(str(self.image_path(volume.id)))
-        if staging.device and not any(d.path == staging.device for d in devices):
+        if staging.device and not self.serves(volume, staging.device):
             return [
                 HealthIssue(
                     status=HealthStatus.INACCESSIBLE,

@@ -4,6 +4,8 @@
 pod on it to register the driver, and starts a node shell: a privileged, hostPID pod on the VM
 node (the `kubectl debug node/...` pattern) through which the tests read the guest's
 mountinfo, loop devices and kernel log with `nsenter -t 1`. `leave()` undoes all of it.
+`reboot()` restarts the node with its disks kept and waits until kubelet, the node shell and the
+driver are back.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ import json
 import re
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -125,6 +128,65 @@ class SelinuxNode:
             return False
         drivers = json.loads(out.stdout)["spec"].get("drivers") or []
         return any(d["name"] == DRIVER_NAME for d in drivers)
+
+    def container_id(self, namespace: str, pod: str, container: str) -> str:
+        """The running container's id ("" while it is not running and ready)."""
+        out = self.cluster.kubectl(
+            "-n", namespace, "get", "pod", pod, "-o", "json", check=False, timeout=20
+        )
+        if out.returncode != 0:
+            return ""
+        for status in json.loads(out.stdout)["status"].get("containerStatuses", []):
+            if status["name"] == container and status.get("ready") and "running" in status["state"]:
+                return str(status.get("containerID", ""))
+        return ""
+
+    def shell_container(self) -> str:
+        return self.container_id(SHELL_NS, SHELL_POD, "shell")
+
+    def driver_container(self) -> str:
+        return self.container_id(NAMESPACE, self.driver_pod(), DRIVER_CONTAINER)
+
+    def console_since(self, boot: int) -> list[str]:
+        """The console lines of boot `boot` (1 = the first) and later."""
+        starts = [i for i, line in enumerate(self.vm.console) if "NODE-BOOT: " in line]
+        return self.vm.console[starts[boot - 1] :] if len(starts) >= boot else []
+
+    def reboot(self, while_down: Callable[[], None] | None = None) -> dict[str, float]:
+        """Reboot the node with its pods running (guest init: /run/node-reboot, a shutdown as for
+        a reboot), call while_down while the machine is off, boot the same disks again, and wait
+        until the node is Ready and the node shell and the driver run in new containers (kubelet
+        restarted them itself). Returns timings."""
+        t0 = time.monotonic()
+        timings: dict[str, float] = {}
+        shell, driver = self.shell_container(), self.driver_container()
+        assert shell and driver, (shell, driver)
+        self.sh("touch /run/node-reboot")
+        self.vm.reboot(while_down=while_down)
+        timings["guest down, QEMU started again"] = time.monotonic() - t0
+        self.vm.wait_console(MARK_UP, 900)
+        timings["guest up (kubelet started)"] = time.monotonic() - t0
+        if self.vm.enforce != "Enforcing":
+            raise AssertionError(
+                f"after the reboot the node runs {self.vm.enforce}:\n{self.vm.console_tail()}"
+            )
+        wait(f"node {NODE_NAME} Ready after the reboot", self.node_ready, 600, self.diagnose)
+        wait(
+            "the node shell running again (a new container)",
+            lambda: self.shell_container() not in ("", shell),
+            600,
+            self.diagnose,
+        )
+        timings["node shell back"] = time.monotonic() - t0
+        wait(
+            "the driver running and Ready again (a new container)",
+            lambda: self.driver_container() not in ("", driver),
+            900,
+            self.diagnose,
+        )
+        timings["driver Ready"] = time.monotonic() - t0
+        print(f"\nSELinux VM node rebooted: {timings}", file=sys.stderr)
+        return timings
 
     def node_ready(self) -> bool:
         out = self.cluster.kubectl(

@@ -18,6 +18,10 @@ The payload disk carries the binaries, the container images (docker archives, im
 `ctr` before kubelet starts), the configs and credentials, and the guest init
 (guest/node-init.sh). A results disk receives kubelet's and containerd's logs; it is read back
 with debugfs after power-off. The guest's root is a qcow2 overlay thrown away afterwards.
+
+reboot() restarts the machine the way a node reboots: the guest shuts down (guest init,
+/run/node-reboot), QEMU (-no-reboot) exits, and a new QEMU boots the same root overlay, payload
+and results disks. The console log keeps both boots, one after the other.
 """
 
 from __future__ import annotations
@@ -30,6 +34,7 @@ import shutil
 import subprocess
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -63,6 +68,7 @@ GUEST_IMAGES = (
 MARK_ENFORCE = "NODE-ENFORCE: "
 MARK_UP = "NODE-UP"
 MARK_DOWN = "NODE-DOWN"
+MARK_REBOOTING = "NODE-REBOOTING"
 
 
 class NodeVMError(RuntimeError):
@@ -78,8 +84,12 @@ class NodeVM:
     enforce: str | None = None
     timings: dict[str, float] = field(default_factory=dict)
     proc: subprocess.Popen[bytes] | None = None
+    #: Index in `console` of the current boot's first line (markers are looked for from there).
+    boot_start: int = 0
+    boots: int = 0
     _reader: threading.Thread | None = None
     _address_added: bool = False
+    _qemu_argv: list[str] = field(default_factory=list)
 
     # --- payload ---------------------------------------------------------------------------
 
@@ -346,8 +356,17 @@ state = "/run/containerd"
             "-device",
             "virtio-net-pci,netdev=n0",
         ]
+        self._qemu_argv = argv
+        (self.work / "console.log").write_text("")
+        self._start_qemu()
+        self.timings["qemu started"] = time.monotonic() - t0
+
+    def _start_qemu(self) -> None:
+        self.boots += 1
+        self.boot_start = len(self.console)
+        self.enforce = None
         self.proc = subprocess.Popen(
-            argv,
+            self._qemu_argv,
             stdin=subprocess.DEVNULL,
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
@@ -355,11 +374,39 @@ state = "/run/containerd"
         )
         self._reader = threading.Thread(target=self._read_console, name="vm-console", daemon=True)
         self._reader.start()
-        self.timings["qemu started"] = time.monotonic() - t0
+
+    def reboot(self, timeout: float = 300, while_down: Callable[[], None] | None = None) -> None:
+        """After the guest was asked to reboot (SelinuxNode.reboot): wait for it to go down (QEMU
+        exits, -no-reboot), call while_down (what the cluster does while the node is off), then
+        boot the same disks again. Returns once QEMU runs again; wait for MARK_UP with
+        wait_console."""
+        assert self.proc is not None
+        try:
+            self.proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired as exc:
+            raise NodeVMError(
+                f"the guest did not go down for its reboot within {timeout:.0f} s:\n"
+                f"{self.console_tail()}"
+            ) from exc
+        if self._reader is not None:
+            self._reader.join(timeout=30)
+        if self.proc.stdout is not None and not self._reader_alive():
+            self.proc.stdout.close()
+        if not any(MARK_REBOOTING in line for line in self.console[self.boot_start :]):
+            raise NodeVMError(
+                f"QEMU exited ({self.proc.returncode}) without the guest's reboot:\n"
+                f"{self.console_tail()}"
+            )
+        self.console.append(f"=== host: QEMU exited ({self.proc.returncode}); booting again ===")
+        with (self.work / "console.log").open("a") as out:
+            out.write(self.console[-1] + "\n")
+        if while_down is not None:
+            while_down()
+        self._start_qemu()
 
     def _read_console(self) -> None:
         assert self.proc is not None and self.proc.stdout is not None
-        with (self.work / "console.log").open("w") as out:
+        with (self.work / "console.log").open("a") as out:
             for raw in self.proc.stdout:
                 line = raw.decode(errors="replace").rstrip("\r\n").replace("\r", "")
                 self.console.append(line)
@@ -375,8 +422,9 @@ state = "/run/containerd"
         return self.proc is not None and self.proc.poll() is None
 
     def wait_console(self, marker: str, timeout: float) -> None:
+        """Wait for marker in the current boot's console lines."""
         deadline = time.monotonic() + timeout
-        while not any(marker in line for line in self.console):
+        while not any(marker in line for line in self.console[self.boot_start :]):
             if not self.running():
                 raise NodeVMError(f"the VM exited before {marker!r}:\n{self.console_tail()}")
             if time.monotonic() > deadline:

@@ -4,7 +4,12 @@
 # cluster (tests/cluster/selinux/node_vm.py), containerd with enable_selinux = true and the
 # images, then kubelet; then waits for the host's requests, which arrive as files the host makes
 # through a privileged node-shell pod: /run/node-restart-kubelet restarts kubelet, /run/node-stop
-# stops kubelet and containerd and powers the VM off. Lines the host parses start with "NODE-".
+# stops kubelet and containerd and powers the VM off, /run/node-reboot shuts the node down the way
+# a reboot does and restarts the machine (QEMU runs with -no-reboot, so it exits, and the host
+# starts it again on the same disks: node_vm.py). Lines the host parses start with "NODE-".
+#
+# The same root boots again after a reboot: what lives in tmpfs (/run, /tmp) starts empty, while
+# /var/lib/{kubelet,containerd,csi-hostpath-selinux} and the results disk are kept.
 set -u
 export PATH=/payload/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
 export HOME=/root LANG=C.UTF-8
@@ -29,6 +34,10 @@ mount -t tmpfs tmpfs /dev/shm
 mount -t selinuxfs selinuxfs /sys/fs/selinux
 mkdir -p /results
 mount -t ext4 /dev/vdc /results || down "no results disk"
+mkdir -p /var/lib/node-init
+boot=$(( $(cat /var/lib/node-init/boots 2>/dev/null || echo 0) + 1 ))
+echo "$boot" >/var/lib/node-init/boots
+echo "NODE-BOOT: $boot"
 
 say "kernel $(uname -r); loading the SELinux policy"
 if ! load_policy -i; then
@@ -109,7 +118,8 @@ setenforce 1 || say "setenforce 1 failed"
 echo "NODE-ENFORCE: $(getenforce)"
 say "init runs as $(cat /proc/self/attr/current | tr -d '\0')"
 
-containerd --config /payload/node/containerd.toml >/results/containerd.log 2>&1 &
+echo "=== boot $boot ===" >>/results/containerd.log
+containerd --config /payload/node/containerd.toml >>/results/containerd.log 2>&1 &
 containerd_pid=$!
 for _ in $(seq 1 120); do
     ctr version >/dev/null 2>&1 && break
@@ -117,11 +127,22 @@ for _ in $(seq 1 120); do
 done
 ctr version >/dev/null 2>&1 || down "containerd did not start: $(tail -n 20 /results/containerd.log)"
 say "containerd up; importing the images"
+# After a reboot containerd still has them (its root is kept): importing costs ~2 min under TCG.
+# A marker per archive, in containerd's own root, says it was imported into it.
 for archive in /payload/images/*.tar; do
-    ctr -n k8s.io images import "$archive" >/dev/null || say "import of $archive failed"
+    marker="/var/lib/containerd/node-init-imported-$(basename "$archive")"
+    if [ -e "$marker" ]; then
+        continue
+    fi
+    if ctr -n k8s.io images import "$archive" >/dev/null; then
+        touch "$marker"
+    else
+        say "import of $archive failed"
+    fi
 done
 say "images: $(ctr -n k8s.io images ls -q | grep -v sha256 | tr '\n' ' ')"
 
+echo "=== boot $boot ===" >>/results/kubelet.log
 start_kubelet() {
     kubelet --config=/payload/node/kubelet.yaml --kubeconfig=/payload/node/kubeconfig \
         --hostname-override="$NODE_NAME" --node-ip="$NODE_IP" --v=2 >>/results/kubelet.log 2>&1 &
@@ -131,7 +152,37 @@ start_kubelet() {
 start_kubelet
 echo "NODE-UP"
 
+# A shutdown as systemd makes it for a reboot: kubelet and containerd stopped, every other process
+# (the containers, their shims, the storage servers) sent SIGTERM then SIGKILL, the mounts under
+# kubelet's directory undone deepest first, loop devices detached, disks synced; then the machine
+# restarts (sysrq b). Nothing of the driver's is unmounted by the driver: it is killed with the rest.
+reboot_node() {
+    say "rebooting: stopping kubelet, containerd and every process"
+    kill "$kubelet_pid" 2>/dev/null
+    wait "$kubelet_pid" 2>/dev/null
+    kill "$containerd_pid" 2>/dev/null
+    wait "$containerd_pid" 2>/dev/null
+    kill -TERM -1 2>/dev/null
+    sleep 3
+    kill -KILL -1 2>/dev/null
+    sleep 1
+    awk '$5 ~ "^/var/lib/kubelet/" { print $5 }' /proc/self/mountinfo | sort -r | while read -r point; do
+        umount "$point" || say "umount $point failed"
+    done
+    losetup -D
+    say "mounts left under /var/lib/kubelet: $(awk '$5 ~ "^/var/lib/kubelet/"' /proc/self/mountinfo | wc -l); loop devices: $(losetup -a | wc -l)"
+    dmesg >"/results/dmesg-boot$boot.log"
+    echo "NODE-REBOOTING: boot $boot ends"
+    sync
+    umount /results 2>/dev/null
+    echo b >/proc/sysrq-trigger
+    sleep 60
+}
+
 while [ ! -e /run/node-stop ]; do
+    if [ -e /run/node-reboot ]; then
+        reboot_node
+    fi
     if [ -e /run/node-restart-kubelet ]; then
         rm -f /run/node-restart-kubelet
         kill "$kubelet_pid"
