@@ -72,7 +72,12 @@ def test_every_listed_test_file_exists() -> None:
 def third_party_imports() -> dict[str, set[str]]:
     """Top-level names of what tests/ and sanity/ import from outside the repository."""
     files = [*ROOT.joinpath("tests").rglob("*.py"), *ROOT.joinpath("sanity").rglob("*.py")]
-    local = {path.stem for path in files} | {"tests", "sanity", "benchmarks", "csi_hostpath_selinux"}
+    local = {path.stem for path in files} | {
+        "tests",
+        "sanity",
+        "benchmarks",
+        "csi_hostpath_selinux",
+    }
     found: dict[str, set[str]] = {}
     for path in files:
         for node in ast.walk(ast.parse(path.read_text(), str(path))):
