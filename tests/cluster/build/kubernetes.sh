@@ -17,6 +17,8 @@ src=$out.src-$what
 
 moddir=$(go mod download -json "k8s.io/kubernetes@$version" | python3 -c 'import json,sys; print(json.load(sys.stdin)["Dir"])')
 rm -rf "$src"
+# On an empty cache nothing has made OUTDIR's parent yet (cp -r does not make parents).
+mkdir -p "$(dirname "$src")"
 cp -r "$moddir" "$src"
 chmod -R u+w "$src"
 cd "$src"
