@@ -23,6 +23,7 @@ import pytest
 from csi_hostpath_selinux._proto import csi_pb2 as pb
 from csi_hostpath_selinux.mountinfo import find_mount, read_mountinfo
 from tests.support.driver import Clients, DriverProcess, clients, loop_devices_under
+from tests.support.kubelet import publish, stage
 from tests.support.requests import MIB, block_cap, create, mount_cap
 
 pytestmark = pytest.mark.integration
@@ -63,25 +64,6 @@ def reboot(driver: DriverProcess, *mount_points: str) -> None:
         subprocess.run(["losetup", "-d", dev], check=True, capture_output=True)
     assert loop_devices_under(os.path.realpath(driver.root)) == []
     driver.start()
-
-
-def stage(csi: Clients, vol_id: str, staging: str, cap: pb.VolumeCapability) -> None:
-    csi.node.NodeStageVolume(
-        pb.NodeStageVolumeRequest(
-            volume_id=vol_id, staging_target_path=staging, volume_capability=cap
-        )
-    )
-
-
-def publish(csi: Clients, vol_id: str, staging: str, target: str, cap: pb.VolumeCapability) -> None:
-    csi.node.NodePublishVolume(
-        pb.NodePublishVolumeRequest(
-            volume_id=vol_id,
-            staging_target_path=staging,
-            target_path=target,
-            volume_capability=cap,
-        )
-    )
 
 
 def unpublish_unstage_delete(csi: Clients, vol_id: str, staging: str, target: str) -> None:
