@@ -4,7 +4,7 @@
 #
 #   $CSI_CLUSTER_CACHE (default /var/cache/csi-hostpath-selinux/cluster)
 #     k8s/<version>/bin/         kube-apiserver, kube-controller-manager, kube-scheduler, kubelet,
-#                                kubectl, e2e.test, ginkgo, agnhost (Go module proxy, ~20 min cold)
+#                                kubectl, e2e.test, ginkgo, agnhost (Go module proxy, 10-26 min cold)
 #     debian/<pkg>_<version>/    etcd-server and containerd, unpacked (not installed: their
 #                                maintainer scripts would enable and start host services)
 #     go/<module>@<version>/bin/ kubernetes-csi sidecars built from the Go module proxy
