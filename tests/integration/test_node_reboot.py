@@ -23,7 +23,7 @@ import pytest
 from csi_hostpath_selinux._proto import csi_pb2 as pb
 from csi_hostpath_selinux.mountinfo import find_mount, read_mountinfo
 from tests.support.driver import Clients, DriverProcess, clients, loop_devices_under
-from tests.support.kubelet import publish, stage
+from tests.support.kubelet import publish, stage, teardown
 from tests.support.requests import MIB, block_cap, create, mount_cap
 
 pytestmark = pytest.mark.integration
@@ -64,16 +64,6 @@ def reboot(driver: DriverProcess, *mount_points: str) -> None:
         subprocess.run(["losetup", "-d", dev], check=True, capture_output=True)
     assert loop_devices_under(os.path.realpath(driver.root)) == []
     driver.start()
-
-
-def unpublish_unstage_delete(csi: Clients, vol_id: str, staging: str, target: str) -> None:
-    csi.node.NodeUnpublishVolume(
-        pb.NodeUnpublishVolumeRequest(volume_id=vol_id, target_path=target)
-    )
-    csi.node.NodeUnstageVolume(
-        pb.NodeUnstageVolumeRequest(volume_id=vol_id, staging_target_path=staging)
-    )
-    csi.controller.DeleteVolume(pb.DeleteVolumeRequest(volume_id=vol_id))
 
 
 def assert_nothing_left(driver: DriverProcess, vol_id: str, *mount_points: str) -> None:
@@ -126,7 +116,7 @@ def test_kubelet_stages_and_publishes_again_after_a_reboot(
     ]
     assert sorted(same_device) == sorted([staging, target])
 
-    unpublish_unstage_delete(csi, vol.volume_id, staging, target)
+    teardown(csi, vol.volume_id, staging, target)
     assert_nothing_left(driver, vol.volume_id, staging, target)
 
 
@@ -151,7 +141,7 @@ def test_volumes_kubelet_never_comes_back_for_leave_no_records(
     assert node_records(driver) == ([], [])
     # Volume 1: kubelet tears down what it remembers; nothing is mounted there any more.
     (staging, target), vol_id = places[0], vols[0]
-    unpublish_unstage_delete(csi, vol_id, staging, target)
+    teardown(csi, vol_id, staging, target)
     # Volume 2: kubelet never calls; the claim is deleted.
     csi.controller.DeleteVolume(pb.DeleteVolumeRequest(volume_id=vols[1]))
     for vol_id, (staging, target) in zip(vols, places, strict=True):
@@ -182,7 +172,7 @@ def test_block_volume_is_attached_again_after_a_reboot(csi: Clients, driver: Dri
         dev.seek(MIB)
         assert dev.read(28) == b"block data before the reboot"
     assert len(loop_devices_under(os.path.realpath(driver.root))) == 1
-    unpublish_unstage_delete(csi, vol.volume_id, staging, target)
+    teardown(csi, vol.volume_id, staging, target)
     assert node_records(driver) == ([], [])
     assert loop_devices_under(os.path.realpath(driver.root)) == []
     assert find_mount(target) is None
