@@ -4,10 +4,8 @@ from __future__ import annotations
 
 import argparse
 import logging
-import signal
 import socket
 import sys
-import threading
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -197,28 +195,23 @@ def serve(config: DriverConfig) -> int:
     from .doctor import startup_report
     from .server import EndpointError, build
     from .state import CatalogError
+    from .stop_signal import stop_signals, wait_for_stop
 
     startup_report(logging.getLogger("csi_hostpath_selinux.preflight"))
-    try:
-        driver = build(config)
-    except EndpointError as exc:
-        logging.getLogger(__name__).error("%s", exc)
-        return 2
-    except (StateDirError, CatalogError) as exc:
-        logging.getLogger(__name__).error("%s", exc)
-        return 3
-    stopping = threading.Event()
-
-    def on_signal(signum: int, frame: object) -> None:
-        stopping.set()
-
-    signal.signal(signal.SIGTERM, on_signal)
-    signal.signal(signal.SIGINT, on_signal)
-    stopping.wait()
-    logging.getLogger(__name__).info(
-        "signal received: stopping (grace %.0fs)", config.grace_seconds
-    )
-    driver.stop()
+    with stop_signals() as stop_pipe:
+        try:
+            driver = build(config)
+        except EndpointError as exc:
+            logging.getLogger(__name__).error("%s", exc)
+            return 2
+        except (StateDirError, CatalogError) as exc:
+            logging.getLogger(__name__).error("%s", exc)
+            return 3
+        signum = wait_for_stop(stop_pipe)
+        logging.getLogger(__name__).info(
+            "signal received: stopping (%s, grace %.0fs)", signum.name, config.grace_seconds
+        )
+        driver.stop()  # a second signal meanwhile is caught and ignored: the stop goes on
     return 0
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ctypes
 import os
 import signal
 import socket
@@ -41,6 +42,37 @@ def test_refuses_to_remove_a_file_that_is_not_a_socket(tmp_path: Path) -> None:
         driver.start(timeout=15)
     assert driver.socket.read_text() == "someone's file"
     assert "is not a socket; refusing to remove it" in driver.log()
+
+
+SYS_TGKILL = 234  # x86_64: send a signal to one thread of a process
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
+def test_a_stop_signal_taken_by_a_grpc_thread_still_stops_the_driver(
+    tmp_path: Path, signum: signal.Signals
+) -> None:
+    """The kernel hands a process's signal to any thread; each must lead to a graceful stop."""
+    driver = DriverProcess(tmp_path / "d")
+    driver.start()
+    try:
+        assert driver.proc is not None
+        pid = driver.proc.pid
+        threads = {
+            int(tid): (Path(f"/proc/{pid}/task/{tid}/comm").read_text().strip())
+            for tid in os.listdir(f"/proc/{pid}/task")
+        }
+        others = sorted(tid for tid in threads if tid != pid)
+        assert others, f"the driver runs no thread besides its main one: {threads}"
+        libc = ctypes.CDLL(None, use_errno=True)
+        for tid in others:  # every other thread of the driver, one signal each
+            assert libc.syscall(SYS_TGKILL, pid, tid, signum) == 0, os.strerror(ctypes.get_errno())
+        code = driver.proc.wait(30)
+    finally:
+        driver.stop(signal.SIGKILL)
+    assert code == 0
+    assert f"signal received: stopping ({signum.name}" in driver.log()
+    assert "stopped" in driver.log()
+    assert not driver.socket.exists()
 
 
 def test_in_flight_calls_finish_during_a_graceful_stop(tmp_path: Path) -> None:
