@@ -23,7 +23,8 @@ class BuildWithStubs(build_py):
         spec = importlib.util.spec_from_file_location(
             "csi_generate", ROOT / "csi-spec" / "generate.py"
         )
-        assert spec is not None and spec.loader is not None
+        if spec is None or spec.loader is None:
+            raise RuntimeError("cannot load csi-spec/generate.py")
         module = importlib.util.module_from_spec(spec)
         spec.loader.exec_module(module)
         # Generated in the source tree (it is .gitignored), so wheels, sdist builds and editable

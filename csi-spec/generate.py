@@ -67,7 +67,7 @@ def fetch_proto(pin: dict[str, str]) -> bytes:
 
 def generate(out_root: Path) -> Path:
     """Write the stubs under out_root/csi_hostpath_selinux/_proto and return that directory."""
-    from grpc_tools import protoc  # build dependency
+    from grpc_tools import protoc  # noqa: PLC0415 - a build dependency, not needed to import
 
     pin = load_pin()
     proto = fetch_proto(pin)
