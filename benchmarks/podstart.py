@@ -34,6 +34,7 @@ import shutil
 import statistics
 import sys
 import time
+from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -198,8 +199,13 @@ def _median(values: list[float]) -> float | None:
     return statistics.median(values) if values else None
 
 
-def _cell(runs: list[dict[str, Any]], key: str, scale: float = 1.0, fmt: str = "{:.1f}") -> str:
-    values = [r[key] * scale for r in runs if r.get(key) is not None]
+def _cell(
+    runs: list[dict[str, Any]],
+    value: Callable[[dict[str, Any]], float | None],
+    fmt: str = "{:.1f}",
+) -> str:
+    """The median of value(run) over the runs that have one, every value in brackets."""
+    values = [v for v in map(value, runs) if v is not None]
     if not values:
         return "-"
     every = ", ".join(fmt.format(v) for v in values)
@@ -217,6 +223,11 @@ def _start_cell(runs: list[dict[str, Any]]) -> str:
 def _stage_publish_ms(run: dict[str, Any]) -> float | None:
     ms = run.get("driver_ms") or {}
     return sum(ms.values()) if ms else None
+
+
+def _create_container_s(run: dict[str, Any]) -> float | None:
+    value = run.get("create_container_s")
+    return None if value is None else float(value)
 
 
 def report(data: dict[str, Any]) -> str:
@@ -267,15 +278,12 @@ def report(data: dict[str, Any]) -> str:
     ]
     for row in data["results"]:
         by = {p: [r for r in row["runs"] if r["policy"] == p] for p in POLICIES}
-        for runs in by.values():
-            for run in runs:
-                run["stage_publish_ms"] = _stage_publish_ms(run)
         calls = [r.get("create_container_calls") for r in by["Recursive"]]
         lines.append(
-            f"| {row['files']:,} | {_cell(by['MountOption'], 'stage_publish_ms', fmt='{:.0f}')} "
-            f"| {_cell(by['MountOption'], 'create_container_s')} "
-            f"| {_cell(by['Recursive'], 'stage_publish_ms', fmt='{:.0f}')} "
-            f"| {_cell(by['Recursive'], 'create_container_s')} "
+            f"| {row['files']:,} | {_cell(by['MountOption'], _stage_publish_ms, '{:.0f}')} "
+            f"| {_cell(by['MountOption'], _create_container_s)} "
+            f"| {_cell(by['Recursive'], _stage_publish_ms, '{:.0f}')} "
+            f"| {_cell(by['Recursive'], _create_container_s)} "
             f"| {', '.join(str(c) for c in calls if c is not None) or '-'} |"
         )
     retried = [
