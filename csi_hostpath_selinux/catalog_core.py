@@ -55,19 +55,31 @@ class CatalogCore:
         path: Path,
         before_write: Callable[[], None] | None = None,
         sync_dirs: Sequence[Path] = (),
+        *,
+        read_only: bool = False,
     ) -> None:
         """sync_dirs: directories fsynced before each sync of the WAL (intents.sync_dirs), so
-        that what was created or removed in them before a commit is on disk with the commit."""
+        that what was created or removed in them before a commit is on disk with the commit.
+
+        read_only: only read an existing catalog of this schema version (CatalogError
+        otherwise), beside a running driver: no file is created, migrated or written, and every
+        write raises CatalogError (`csi-hostpath-selinux state` reads this way)."""
         self.path = path
         #: Called before every write transaction (statedir.Reserve frees space on a full disk).
         self._before_write = before_write
         self._lock = threading.RLock()
+        self._wal_sync: catalog_sync.WalSync | None = None
+        if read_only:
+            self._db = _open_read_only(path)
+            self.created = False
+            return
         self._db = sqlite3.connect(str(path), check_same_thread=False, isolation_level=None)
         self._db.execute("PRAGMA journal_mode=WAL")
         # Commits are appended to the WAL without waiting for the disk; WalSync makes them
         # durable (see transaction()). Checkpoints still sync the WAL and the database file.
         self._db.execute("PRAGMA synchronous=NORMAL")
-        self._wal_sync = catalog_sync.WalSync(path, sync_dirs)
+        wal_sync = catalog_sync.WalSync(path, sync_dirs)
+        self._wal_sync = wal_sync
         self._db.execute("PRAGMA foreign_keys=ON")
         with self.transaction() as db:
             version = db.execute("PRAGMA user_version").fetchone()[0]
@@ -80,14 +92,21 @@ class CatalogCore:
             self.created = migrate(db) == 0
 
         # The schema, the WAL and their directory entries are on disk before the first RPC.
-        self._wal_sync.sync()
+        wal_sync.sync()
         catalog_sync.fsync_path(path)
         catalog_sync.fsync_path(path.parent)
 
     def close(self) -> None:
         with self._lock:
-            self._wal_sync.close()
+            if self._wal_sync is not None:
+                self._wal_sync.close()
             self._db.close()
+
+    def _writer(self) -> catalog_sync.WalSync:
+        """The WAL's syncer; CatalogError on a catalog opened read-only."""
+        if self._wal_sync is None:
+            raise CatalogError(f"the catalog {self.path} is open read-only")
+        return self._wal_sync
 
     @contextmanager
     def transaction(self, durable: bool = True) -> Iterator[sqlite3.Connection]:
@@ -106,8 +125,9 @@ class CatalogCore:
           volume's row is on disk before the volume is first mounted: no pod can write into a
           volume whose row a power cut could still take back.
         """
+        wal_sync = self._writer()
         if not durable:
-            self._wal_sync.sync()
+            wal_sync.sync()
         with self._lock:
             if self._before_write is not None:
                 self._before_write()
@@ -119,16 +139,16 @@ class CatalogCore:
                 raise
             self._db.execute("COMMIT")
             if durable:
-                self._wal_sync.committed()
+                wal_sync.committed()
 
     def after_sync(self, action: Callable[[], None]) -> None:
         """Run action once every commit made so far is on disk: at once (in this thread) when
         it already is, else in the syncing thread right after the sync that covers it."""
-        self._wal_sync.after_sync(action)
+        self._writer().after_sync(action)
 
     def sync(self) -> None:
         """Return once every commit made so far is on disk."""
-        self._wal_sync.sync()
+        self._writer().sync()
 
     def check(self) -> None:
         """Raise sqlite3.Error when the catalog cannot be read (used by Probe)."""
@@ -156,3 +176,31 @@ class CatalogCore:
         """The first row of a read-only query (None when there is none)."""
         with self._lock:
             return self._db.execute(query, args).fetchone()
+
+
+def _open_read_only(path: Path) -> sqlite3.Connection:
+    """A read-only connection to the catalog at path, checked to be one of this version."""
+    if not path.is_file():
+        raise CatalogError(f"no catalog at {path}: is --state-dir the driver's?")
+    try:
+        db = sqlite3.connect(
+            f"{path.resolve().as_uri()}?mode=ro",
+            uri=True,
+            check_same_thread=False,
+            isolation_level=None,
+        )
+    except sqlite3.Error as exc:
+        raise CatalogError(f"cannot open the catalog {path} read-only: {exc}") from exc
+    try:
+        version = int(db.execute("PRAGMA user_version").fetchone()[0])
+        db.execute("SELECT count(*) FROM volumes").fetchone()
+    except sqlite3.Error as exc:
+        db.close()
+        raise CatalogError(f"{path} is not a readable catalog: {exc}") from exc
+    if version != SCHEMA_VERSION:
+        db.close()
+        raise CatalogError(
+            f"the catalog {path} has schema version {version} and this driver reads version "
+            f"{SCHEMA_VERSION}: the driver of this version migrates it when it starts"
+        )
+    return db

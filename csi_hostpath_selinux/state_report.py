@@ -1,9 +1,11 @@
 """`csi-hostpath-selinux state`: what the catalog says is on this node, read-only, as JSON.
 
 The volumes the state directory holds, and the stagings and publications the driver believes are
-in place (with their SELinux label and device), read from the catalog file through a read-only
-SQLite connection: safe beside a running driver, and it changes nothing (no schema migration, no
-start-up reconciliation, no lock on the state directory). An operator compares it with the node's
+in place (with their SELinux label and device), read through the driver's own catalog code on a
+read-only SQLite connection (state.Catalog with read_only=True): safe beside a running driver,
+and it changes nothing (no schema migration, no start-up reconciliation, no lock on the state
+directory; with no driver running, SQLite leaves an empty -wal and a -shm file beside the
+catalog, as any reader of a WAL database does). An operator compares it with the node's
 mountinfo: once the driver has started, every staging and publication listed has its mount (a
 reboot's records are dropped at start, see recovery.py).
 """
@@ -16,94 +18,68 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from .config import CATALOG_NAME
-from .models import AccessMode
+from .state import Catalog, CatalogError
 
 
 class StateReadError(Exception):
     pass
 
 
-def _rows(db: sqlite3.Connection, query: str) -> list[sqlite3.Row]:
-    return list(db.execute(query).fetchall())
-
-
-def read_state(catalog: Path) -> dict[str, Any]:
+def read_state(catalog_path: Path) -> dict[str, Any]:
     """The catalog's volumes, stagings and publications as plain data; StateReadError when the
-    file is missing or not a catalog."""
-    if not catalog.is_file():
-        raise StateReadError(f"no catalog at {catalog}: is --state-dir the driver's?")
+    file is missing or not a catalog of this driver's version."""
     try:
-        db = sqlite3.connect(f"{catalog.resolve().as_uri()}?mode=ro", uri=True)
-    except sqlite3.Error as exc:
-        raise StateReadError(f"cannot open the catalog {catalog} read-only: {exc}") from exc
-    db.row_factory = sqlite3.Row
+        catalog = Catalog(catalog_path, read_only=True)
+    except CatalogError as exc:
+        raise StateReadError(str(exc)) from exc
     try:
-        volumes = _rows(
-            db,
-            "SELECT id, name, kind, access_type, fs_type, capacity_bytes, ephemeral FROM volumes"
-            " ORDER BY seq",
-        )
-        stagings = _rows(
-            db,
-            "SELECT volume_id, staging_path, label, flags, device, access_type, state"
-            " FROM stagings ORDER BY volume_id, staging_path",
-        )
-        publications = _rows(
-            db,
-            "SELECT volume_id, target_path, staging_path, read_only, label, flags, access_mode,"
-            " device FROM publications ORDER BY volume_id, target_path",
-        )
+        volumes = catalog.all_volumes()
+        stagings = sorted(catalog.stagings(), key=lambda s: (s.volume_id, s.staging_path))
+        publications = sorted(catalog.publications(), key=lambda p: (p.volume_id, p.target_path))
     except sqlite3.Error as exc:
-        raise StateReadError(f"{catalog} is not a readable catalog: {exc}") from exc
+        raise StateReadError(f"{catalog_path} is not a readable catalog: {exc}") from exc
     finally:
-        db.close()
+        catalog.close()
     return {
-        "catalog": str(catalog),
+        "catalog": str(catalog_path),
         "volumes": [
             {
-                "id": r["id"],
-                "name": r["name"],
-                "kind": r["kind"],
-                "access_type": r["access_type"],
-                "fs_type": r["fs_type"],
-                "capacity_bytes": r["capacity_bytes"],
-                "ephemeral": bool(r["ephemeral"]),
+                "id": v.id,
+                "name": v.name,
+                "kind": v.kind,
+                "access_type": v.access_type.value,
+                "fs_type": v.fs_type,
+                "capacity_bytes": v.capacity_bytes,
+                "ephemeral": v.ephemeral,
             }
-            for r in volumes
+            for v in volumes
         ],
         "stagings": [
             {
-                "volume_id": r["volume_id"],
-                "staging_path": r["staging_path"],
-                "label": r["label"],
-                "mount_flags": json.loads(r["flags"]),
-                "device": r["device"],
-                "access_type": r["access_type"],
-                "state": r["state"],
+                "volume_id": s.volume_id,
+                "staging_path": s.staging_path,
+                "label": s.label,
+                "mount_flags": list(s.flags),
+                "device": s.device,
+                "access_type": s.access_type.value,
+                "state": s.state.value,
             }
-            for r in stagings
+            for s in stagings
         ],
         "publications": [
             {
-                "volume_id": r["volume_id"],
-                "target_path": r["target_path"],
-                "staging_path": r["staging_path"],
-                "read_only": bool(r["read_only"]),
-                "label": r["label"],
-                "mount_flags": json.loads(r["flags"]),
-                "access_mode": _mode_name(r["access_mode"]),
-                "device": r["device"],
+                "volume_id": p.volume_id,
+                "target_path": p.target_path,
+                "staging_path": p.staging_path,
+                "read_only": p.read_only,
+                "label": p.label,
+                "mount_flags": list(p.flags),
+                "access_mode": p.access_mode.name,
+                "device": p.device,
             }
-            for r in publications
+            for p in publications
         ],
     }
-
-
-def _mode_name(value: int) -> str:
-    try:
-        return AccessMode(value).name
-    except ValueError:
-        return str(value)
 
 
 def state(out: TextIO, err: TextIO, state_dir: Path) -> int:

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import hashlib
 import json
+import sqlite3
 from pathlib import Path
 
 import pytest
 
+from csi_hostpath_selinux.catalog_schema import SCHEMA_VERSION
 from csi_hostpath_selinux.cli import main
 from csi_hostpath_selinux.models import (
     AccessMode,
@@ -17,8 +19,9 @@ from csi_hostpath_selinux.models import (
     StagingState,
     Volume,
 )
-from csi_hostpath_selinux.state import Catalog
+from csi_hostpath_selinux.state import Catalog, CatalogError
 
+EMPTY = hashlib.sha256(b"").hexdigest()
 VOL = "vol-0123456789abcdef0123456789abcdef"
 LABEL = "system_u:object_r:container_file_t:s0:c1,c2"
 STAGING = "/var/lib/kubelet/plugins/kubernetes.io/csi/d/abc/globalmount"
@@ -109,3 +112,61 @@ def test_state_without_a_catalog_says_so(
     assert captured.out == ""
     assert f"no catalog at {tmp_path / 'catalog.sqlite'}" in captured.err
     assert list(tmp_path.iterdir()) == [], "state must not create a catalog"
+
+
+def test_a_read_only_catalog_refuses_writes_and_changes_nothing(tmp_path: Path) -> None:
+    path = tmp_path / "catalog.sqlite"
+    Catalog(path).close()
+    before = digest(tmp_path)
+    reader = Catalog(path, read_only=True)
+    try:
+        with pytest.raises(CatalogError, match="is open read-only"):
+            reader.add_volume(
+                Volume(
+                    id=VOL,
+                    name="pvc-1",
+                    kind="image",
+                    capacity_bytes=1 << 20,
+                    access_type=AccessType.MOUNT,
+                    fs_type="ext4",
+                )
+            )
+        with pytest.raises(CatalogError, match="is open read-only"):
+            reader.sync()
+        assert reader.all_volumes() == []
+    finally:
+        reader.close()
+    after = digest(tmp_path)
+    # With no driver running, SQLite's reader of a WAL database leaves an empty -wal file.
+    assert after.pop("catalog.sqlite-wal", EMPTY) == EMPTY
+    assert after == before
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        (b"", "is not a readable catalog"),  # 0 bytes: no tables
+        (b"not a database" * 100, "is not a readable catalog: file is not a database"),
+    ],
+    ids=["empty", "garbage"],
+)
+def test_state_of_a_file_that_is_no_catalog_says_so(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], content: bytes, message: str
+) -> None:
+    (tmp_path / "catalog.sqlite").write_bytes(content)
+    assert main(["--state-dir", str(tmp_path), "state"]) == 1
+    assert message in capsys.readouterr().err
+    assert (tmp_path / "catalog.sqlite").read_bytes() == content
+
+
+def test_state_of_another_schema_version_names_both(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = tmp_path / "catalog.sqlite"
+    Catalog(path).close()
+    with sqlite3.connect(path) as db:
+        db.execute(f"PRAGMA user_version={SCHEMA_VERSION + 1}")
+    assert main(["--state-dir", str(tmp_path), "state"]) == 1
+    err = capsys.readouterr().err
+    assert f"has schema version {SCHEMA_VERSION + 1}" in err
+    assert f"this driver reads version {SCHEMA_VERSION}" in err
