@@ -26,6 +26,14 @@ VOL = "vol-0123456789abcdef0123456789abcdef"
 LABEL = "system_u:object_r:container_file_t:s0:c1,c2"
 STAGING = "/var/lib/kubelet/plugins/kubernetes.io/csi/d/abc/globalmount"
 TARGET = "/var/lib/kubelet/pods/uid/volumes/kubernetes.io~csi/pvc-1/mount"
+VOLUME = Volume(
+    id=VOL,
+    name="pvc-1",
+    kind="image",
+    capacity_bytes=64 << 20,
+    access_type=AccessType.MOUNT,
+    fs_type="ext4",
+)
 
 
 def digest(directory: Path) -> dict[str, str]:
@@ -42,16 +50,7 @@ def test_state_lists_volumes_stagings_and_publications_and_changes_nothing(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     catalog = Catalog(tmp_path / "catalog.sqlite")
-    catalog.add_volume(
-        Volume(
-            id=VOL,
-            name="pvc-1",
-            kind="image",
-            capacity_bytes=64 << 20,
-            access_type=AccessType.MOUNT,
-            fs_type="ext4",
-        )
-    )
+    catalog.add_volume(VOLUME)
     flag = f'context="{LABEL}"'
     catalog.put_staging(
         Staging(
@@ -121,16 +120,7 @@ def test_a_read_only_catalog_refuses_writes_and_changes_nothing(tmp_path: Path) 
     reader = Catalog(path, read_only=True)
     try:
         with pytest.raises(CatalogError, match="is open read-only"):
-            reader.add_volume(
-                Volume(
-                    id=VOL,
-                    name="pvc-1",
-                    kind="image",
-                    capacity_bytes=1 << 20,
-                    access_type=AccessType.MOUNT,
-                    fs_type="ext4",
-                )
-            )
+            reader.add_volume(VOLUME)
         with pytest.raises(CatalogError, match="is open read-only"):
             reader.sync()
         assert reader.all_volumes() == []
