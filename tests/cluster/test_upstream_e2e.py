@@ -60,6 +60,30 @@ def short_reason(message: str) -> str:
     return text[:200]
 
 
+def run_e2e(
+    cluster: Cluster, cmd: list[str], log: Path, report_dir: Path, timeout: float
+) -> tuple[subprocess.CompletedProcess[bytes], float, dict[str, SuiteResult]]:
+    """Run e2e.test (cmd, writing junit.xml into report_dir) in the cluster's network namespace,
+    its output into log; return the process, its seconds and its results per suite. Fails the
+    test with the log's tail when no report was written."""
+    t0 = time.monotonic()
+    with log.open("w") as out:
+        proc = subprocess.run(
+            [*cluster.nsenter(mount=False), *cmd],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            cwd=report_dir,
+            timeout=timeout,
+            check=False,
+        )
+    elapsed = time.monotonic() - t0
+    junit = report_dir / "junit.xml"
+    assert junit.is_file(), f"e2e.test wrote no report (exit {proc.returncode}):\n" + "\n".join(
+        log.read_text().splitlines()[-60:]
+    )
+    return proc, elapsed, parse_junit(junit)
+
+
 def parse_junit(path: Path) -> dict[str, SuiteResult]:
     results: dict[str, SuiteResult] = collections.defaultdict(SuiteResult)
     root = ET.parse(path).getroot()  # noqa: S314 - written by e2e.test in this run
@@ -126,22 +150,7 @@ def test_external_storage_suites(cluster: Cluster, deployed: Deployment) -> None
             *e2e_args,
         ]
     log = cluster.logs / "e2e.log"
-    t0 = time.monotonic()
-    with log.open("w") as out:
-        proc = subprocess.run(
-            [*cluster.nsenter(mount=False), *cmd],
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            cwd=report_dir,
-            timeout=7200,
-            check=False,
-        )
-    elapsed = time.monotonic() - t0
-    junit = report_dir / "junit.xml"
-    assert junit.is_file(), f"e2e.test wrote no report (exit {proc.returncode}):\n" + "\n".join(
-        log.read_text().splitlines()[-60:]
-    )
-    results = parse_junit(junit)
+    proc, elapsed, results = run_e2e(cluster, cmd, log, report_dir, 7200)
     summary = {
         "seconds": round(elapsed),
         "exit_code": proc.returncode,

@@ -9,9 +9,7 @@ kubelet over SSH, which this node does not offer); [Serial] ones run, in a singl
 from __future__ import annotations
 
 import json
-import subprocess
 import sys
-import time
 
 import pytest
 import yaml
@@ -50,22 +48,7 @@ def test_selinuxmount_suite(cluster: Cluster, selinux_node: SelinuxNode) -> None
         "-disable-log-dump",
     ]
     log = cluster.logs / "e2e-selinuxmount.log"
-    t0 = time.monotonic()
-    with log.open("w") as out:
-        proc = subprocess.run(
-            [*cluster.nsenter(mount=False), *cmd],
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            cwd=report,
-            timeout=3600,
-            check=False,
-        )
-    elapsed = time.monotonic() - t0
-    junit = report / "junit.xml"
-    assert junit.is_file(), f"e2e.test wrote no report (exit {proc.returncode}):\n" + "\n".join(
-        log.read_text().splitlines()[-60:]
-    )
-    results = storage_e2e.parse_junit(junit)
+    proc, elapsed, results = storage_e2e.run_e2e(cluster, cmd, log, report, 3600)
     # The suite's name in the spec text (test/e2e/storage/testsuites/selinuxmount.go).
     suite = results.get("seLinuxMount", storage_e2e.SuiteResult())
     summary = {
