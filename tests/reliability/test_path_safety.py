@@ -30,7 +30,10 @@ from csi_hostpath_selinux.mounts import LinuxMounter
 from csi_hostpath_selinux.selinux import parse_mount_flags
 from tests.reliability.conftest import Node
 from tests.reliability.crash import mount_count, mount_points_under
-from tests.support.driver import cleanup_under, loop_devices_under
+from tests.support.codes import code_of
+from tests.support.driver import cleanup_under
+from tests.support.outside import outside_mounts as shared_outside_mounts
+from tests.support.outside import tree
 from tests.support.requests import block_cap, create, mount_cap
 
 pytestmark = pytest.mark.integration
@@ -41,50 +44,11 @@ INVALID = grpc.StatusCode.INVALID_ARGUMENT
 NOT_FOUND = grpc.StatusCode.NOT_FOUND
 
 
-def code_of(call: Callable[[], object]) -> grpc.StatusCode:
-    try:
-        call()
-    except grpc.RpcError as exc:
-        return exc.code()
-    return grpc.StatusCode.OK
-
-
-def tree(root: Path) -> dict[str, tuple[int, int]]:
-    """Every entry below root with its inode and size: the sentinel to compare before/after."""
-    found = {}
-    for dirpath, dirnames, filenames in os.walk(root):
-        for name in dirnames + filenames:
-            path = os.path.join(dirpath, name)
-            st = os.lstat(path)
-            found[path] = (st.st_ino, st.st_size)
-    return found
-
-
-def below(path: str, directory: str) -> bool:
-    return path == directory or path.startswith(directory.rstrip("/") + "/")
-
-
 def outside_mounts(node: Node) -> set[str]:
     """Mounts the driver may have made outside kubelet's directory: anything below the test's
     root but not below kubelet's directory, and any mount of the driver's loop devices elsewhere.
     (Other mounts on the host belong to other tests running at the same time.)"""
-    kubelet = str(node.kubelet.resolve())
-    root = str(node.kubelet.parent.resolve())
-    loops = set()
-    for dev in loop_devices_under(str(node.driver.state_dir.resolve())):
-        with contextlib.suppress(OSError):
-            rdev = os.stat(dev).st_rdev
-            loops.add(f"{os.major(rdev)}:{os.minor(rdev)}")
-    found = set()
-    with open("/proc/self/mountinfo", encoding="utf-8") as f:
-        for line in f:
-            fields = line.split()
-            point = fields[4].encode().decode("unicode_escape")
-            if below(point, kubelet):
-                continue
-            if below(point, root) or fields[2] in loops:
-                found.add(point)
-    return found
+    return shared_outside_mounts(node.kubelet.parent, [node.kubelet], node.driver.state_dir)
 
 
 @pytest.fixture

@@ -15,7 +15,7 @@ import sqlite3
 import subprocess
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import grpc
@@ -25,6 +25,7 @@ from csi_hostpath_selinux import intents
 from csi_hostpath_selinux._proto import csi_pb2 as pb
 from tests.reliability.conftest import Node, NodeFactory
 from tests.reliability.crash import mount_count
+from tests.support.codes import code_of
 from tests.support.driver import (
     Clients,
     DriverProcess,
@@ -296,14 +297,6 @@ def test_a_full_state_dir_keeps_unstage_working_and_the_driver_startable(
         assert (state / "reserve").exists()
         csi.controller.DeleteVolume(pb.DeleteVolumeRequest(volume_id=vol.volume_id))
         assert not (state / "volumes" / f"{vol.volume_id}.img").exists()
-
-
-def code_of(call: Callable[[], object]) -> grpc.StatusCode:
-    try:
-        call()
-    except grpc.RpcError as exc:
-        return exc.code()
-    return grpc.StatusCode.OK
 
 
 def test_capacity_is_enforced_at_create_also_under_concurrent_creates(
