@@ -22,24 +22,9 @@ from csi_hostpath_selinux.models import (
     StagingState,
     Volume,
     new_snapshot_id,
-    new_volume_id,
 )
 from csi_hostpath_selinux.state import Catalog, CatalogError
-
-
-def volume(name: str) -> Volume:
-    return Volume(
-        id=new_volume_id(),
-        name=name,
-        kind="image",
-        capacity_bytes=1 << 30,
-        access_type=AccessType.MOUNT,
-        fs_type="ext4",
-        parameters={"kind": "image"},
-        content_source=None,
-        ephemeral=False,
-        created_at=1.5,
-    )
+from tests.support.records import volume
 
 
 def test_volume_round_trip_and_reopen(tmp_path: Path) -> None:

@@ -1,0 +1,35 @@
+"""Catalog records for tests that need one whose details do not matter: a volume row, an
+unlabelled staging. A test about a record's fields spells them out itself."""
+
+from __future__ import annotations
+
+from csi_hostpath_selinux.models import AccessType, Staging, StagingState, Volume, new_volume_id
+
+
+def volume(name: str) -> Volume:
+    """A new ext4 image volume of 1 GiB, mount access, made from nothing."""
+    return Volume(
+        id=new_volume_id(),
+        name=name,
+        kind="image",
+        capacity_bytes=1 << 30,
+        access_type=AccessType.MOUNT,
+        fs_type="ext4",
+        parameters={"kind": "image"},
+        content_source=None,
+        ephemeral=False,
+        created_at=1.5,
+    )
+
+
+def staging(volume_id: str, staging_path: str, state: StagingState = StagingState.READY) -> Staging:
+    """A mount staging without label, flags or loop device."""
+    return Staging(
+        volume_id=volume_id,
+        staging_path=staging_path,
+        label=None,
+        flags=(),
+        device="",
+        access_type=AccessType.MOUNT,
+        state=state,
+    )
