@@ -479,13 +479,17 @@ def test_traversal_ids_are_refused_and_touch_nothing(node: Node) -> None:
     """Ids reach file names only in the driver's fixed format; state/volumes/<id> with these ids
     would reach the sentinel beside the driver's root."""
     sentinel_root = node.driver.root.parent
-    for name in ("sentinel", "sentinel.img", "sentinel.tar"):
+    files = ("sentinel", "sentinel.img", "sentinel.tar")
+    for name in files:
         (sentinel_root / name).write_text("keep")
     (sentinel_root / "sentinel-dir").mkdir()
-    before = tree(sentinel_root / "sentinel-dir") | {
-        str(sentinel_root / n): (os.lstat(sentinel_root / n).st_ino, 4)
-        for n in ("sentinel", "sentinel.img", "sentinel.tar")
-    }
+
+    def sentinels() -> dict[str, tuple[int, int]]:
+        return tree(sentinel_root / "sentinel-dir") | {
+            str(sentinel_root / f): (os.lstat(sentinel_root / f).st_ino, 4) for f in files
+        }
+
+    before = sentinels()
     mounts = outside_mounts(node)
     cap = mount_cap("ext4")
     c, n = node.csi.controller, node.csi.node
@@ -573,11 +577,7 @@ def test_traversal_ids_are_refused_and_touch_nothing(node: Node) -> None:
             if code not in allowed:
                 wrong[name, bad[:40]] = code.name
     assert wrong == {}, f"traversal ids answered with other codes: {wrong}"
-    after = tree(sentinel_root / "sentinel-dir") | {
-        str(sentinel_root / n): (os.lstat(sentinel_root / n).st_ino, 4)
-        for n in ("sentinel", "sentinel.img", "sentinel.tar")
-    }
-    assert after == before
+    assert sentinels() == before
     assert outside_mounts(node) == mounts
     volumes = node.driver.state_dir / "volumes"
     assert not volumes.is_dir() or os.listdir(volumes) == [], "a traversal id created storage"
