@@ -1,9 +1,17 @@
 """Catalog records for tests that need one whose details do not matter: a volume row, an
-unlabelled staging. A test about a record's fields spells them out itself."""
+unlabelled staging or publication. A test about a record's fields spells them out itself."""
 
 from __future__ import annotations
 
-from csi_hostpath_selinux.models import AccessType, Staging, StagingState, Volume, new_volume_id
+from csi_hostpath_selinux.models import (
+    AccessMode,
+    AccessType,
+    Publication,
+    Staging,
+    StagingState,
+    Volume,
+    new_volume_id,
+)
 
 
 def volume(name: str) -> Volume:
@@ -32,4 +40,23 @@ def staging(volume_id: str, staging_path: str, state: StagingState = StagingStat
         device="",
         access_type=AccessType.MOUNT,
         state=state,
+    )
+
+
+def publication(
+    volume_id: str,
+    target_path: str,
+    staging_path: str,
+    access_mode: AccessMode = AccessMode.SINGLE_NODE_WRITER,
+    read_only: bool = False,
+) -> Publication:
+    """A publication without label, flags or device of its own."""
+    return Publication(
+        volume_id=volume_id,
+        target_path=target_path,
+        staging_path=staging_path,
+        read_only=read_only,
+        label=None,
+        flags=(),
+        access_mode=access_mode,
     )
