@@ -66,6 +66,15 @@ class MountWatch:
         return {p: n for p, n in self.most.items() if n > 1}
 
 
+def run_workers(worker: Callable[[int], None], threads: int) -> None:
+    """worker(0) .. worker(threads - 1), each in a thread of its own; returns when all ended."""
+    workers = [threading.Thread(target=worker, args=(i,)) for i in range(threads)]
+    for w in workers:
+        w.start()
+    for w in workers:
+        w.join()
+
+
 def storm(
     node: Node, calls: list[Callable[[], object]], threads: int, rounds: int, seed: int
 ) -> Counter[grpc.StatusCode]:
@@ -91,11 +100,7 @@ def storm(
             with mutex:
                 codes[code] += 1
 
-    workers = [threading.Thread(target=worker, args=(i,)) for i in range(threads)]
-    for w in workers:
-        w.start()
-    for w in workers:
-        w.join()
+    run_workers(worker, threads)
     assert not details, f"answers other than OK/ABORTED/FAILED_PRECONDITION: {details[:5]}"
     return codes
 
@@ -237,11 +242,7 @@ def test_max_volumes_per_node_holds_under_concurrent_creates(node_factory: NodeF
         with mutex:
             codes[code] += 1
 
-    workers = [threading.Thread(target=worker, args=(i,)) for i in range(threads)]
-    for w in workers:
-        w.start()
-    for w in workers:
-        w.join()
+    run_workers(worker, threads)
     listed = node.csi.controller.ListVolumes(pb.ListVolumesRequest()).entries
     assert len(listed) <= limit, (
         f"{len(listed)} volumes exist on a node limited to {limit} (answers: {dict(codes)})"
