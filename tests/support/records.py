@@ -3,25 +3,18 @@ unlabelled staging or publication. A test about a record's fields spells them ou
 
 from __future__ import annotations
 
-from csi_hostpath_selinux.models import (
-    AccessMode,
-    AccessType,
-    Publication,
-    Staging,
-    StagingState,
-    Volume,
-    new_volume_id,
-)
+from csi_hostpath_selinux import models
+from csi_hostpath_selinux.models import AccessMode, Publication, Staging, StagingState, Volume
 
 
 def volume(name: str) -> Volume:
     """A new ext4 image volume of 1 GiB, mount access, made from nothing."""
     return Volume(
-        id=new_volume_id(),
+        id=models.new_volume_id(),
         name=name,
         kind="image",
         capacity_bytes=1 << 30,
-        access_type=AccessType.MOUNT,
+        access_type=models.AccessType.MOUNT,
         fs_type="ext4",
         parameters={"kind": "image"},
         content_source=None,
@@ -38,7 +31,7 @@ def staging(volume_id: str, staging_path: str, state: StagingState = StagingStat
         label=None,
         flags=(),
         device="",
-        access_type=AccessType.MOUNT,
+        access_type=models.AccessType.MOUNT,
         state=state,
     )
 
