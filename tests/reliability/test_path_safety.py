@@ -32,6 +32,7 @@ from tests.reliability.conftest import Node
 from tests.reliability.crash import mount_count, mount_points_under
 from tests.support.codes import code_of
 from tests.support.driver import cleanup_under
+from tests.support.kubelet import stage
 from tests.support.outside import outside_mounts as shared_outside_mounts
 from tests.support.outside import tree
 from tests.support.requests import block_cap, create, mount_cap
@@ -72,11 +73,7 @@ def staged(node: Node) -> Iterator[tuple[str, str, pb.VolumeCapability]]:
     cap = mount_cap("ext4")
     vol = node.csi.controller.CreateVolume(create("pvc-paths", cap)).volume
     staging = node.staging("paths")
-    node.csi.node.NodeStageVolume(
-        pb.NodeStageVolumeRequest(
-            volume_id=vol.volume_id, staging_target_path=staging, volume_capability=cap
-        )
-    )
+    stage(node.csi, vol.volume_id, staging, cap)
     yield vol.volume_id, staging, cap
     node.csi.node.NodeUnstageVolume(
         pb.NodeUnstageVolumeRequest(volume_id=vol.volume_id, staging_target_path=staging)
@@ -390,11 +387,7 @@ def test_symlink_race_on_the_target_never_mounts_outside(
     staging = node.staging(f"race-{flavour}")
     if flavour == "block":
         os.makedirs(staging, exist_ok=True)
-    node.csi.node.NodeStageVolume(
-        pb.NodeStageVolumeRequest(
-            volume_id=vol.volume_id, staging_target_path=staging, volume_capability=cap
-        )
-    )
+    stage(node.csi, vol.volume_id, staging, cap)
     target = Path(node.target(f"race-{flavour}", pod="race-pod"))
     if flavour == "block":
         target.touch()
@@ -657,11 +650,7 @@ def test_unpublish_race_never_unmounts_outside_kubelets_directory(node: Node) ->
     cap = mount_cap("ext4")
     vol = node.csi.controller.CreateVolume(create("pvc-unpub-race", cap)).volume
     staging = node.staging("unpub-race")
-    node.csi.node.NodeStageVolume(
-        pb.NodeStageVolumeRequest(
-            volume_id=vol.volume_id, staging_target_path=staging, volume_capability=cap
-        )
-    )
+    stage(node.csi, vol.volume_id, staging, cap)
     target = Path(node.target("unpub-race", pod="unpub-pod"))
     publish = pb.NodePublishVolumeRequest(
         volume_id=vol.volume_id,
@@ -733,11 +722,7 @@ def test_snapshot_race_never_freezes_another_filesystem(node: Node) -> None:
     cap = mount_cap("ext4")
     vol = node.csi.controller.CreateVolume(create("pvc-freeze-race", cap)).volume
     staging = Path(node.staging("freeze-race"))
-    node.csi.node.NodeStageVolume(
-        pb.NodeStageVolumeRequest(
-            volume_id=vol.volume_id, staging_target_path=str(staging), volume_capability=cap
-        )
-    )
+    stage(node.csi, vol.volume_id, str(staging), cap)
     outside_dir = node.kubelet.parent / "outside-freeze"
     with outside_filesystem(outside_dir, staging.name, "ext4") as outside:
         codes: set[grpc.StatusCode] = set()

@@ -34,6 +34,7 @@ from tests.support.driver import (
     loop_devices_under,
     running_driver,
 )
+from tests.support.kubelet import stage
 from tests.support.requests import MIB, create, mount_cap
 
 pytestmark = pytest.mark.integration
@@ -151,11 +152,7 @@ def test_a_second_driver_on_the_same_state_dir_waits_and_touches_nothing(
     cap = mount_cap("ext4")
     vol = node.csi.controller.CreateVolume(create("first", cap)).volume
     staging = node.staging("first")
-    node.csi.node.NodeStageVolume(
-        pb.NodeStageVolumeRequest(
-            volume_id=vol.volume_id, staging_target_path=staging, volume_capability=cap
-        )
-    )
+    stage(node.csi, vol.volume_id, staging, cap)
     second = DriverProcess(
         tmp_path / "second",
         extra_args=("--state-dir", str(node.driver.state_dir), "--kubelet-dir", str(node.kubelet)),
@@ -259,11 +256,7 @@ def test_a_full_state_dir_keeps_unstage_working_and_the_driver_startable(
         target = kubelet / "pods" / "p" / "volumes" / "full" / "mount"
         staging.parent.mkdir(parents=True)
         target.parent.mkdir(parents=True)
-        csi.node.NodeStageVolume(
-            pb.NodeStageVolumeRequest(
-                volume_id=vol.volume_id, staging_target_path=str(staging), volume_capability=cap
-            )
-        )
+        stage(csi, vol.volume_id, str(staging), cap)
         csi.node.NodePublishVolume(
             pb.NodePublishVolumeRequest(
                 volume_id=vol.volume_id,
