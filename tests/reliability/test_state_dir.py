@@ -34,7 +34,7 @@ from tests.support.driver import (
     loop_devices_under,
     running_driver,
 )
-from tests.support.kubelet import stage
+from tests.support.kubelet import publish, stage
 from tests.support.requests import MIB, create, mount_cap
 
 pytestmark = pytest.mark.integration
@@ -257,14 +257,7 @@ def test_a_full_state_dir_keeps_unstage_working_and_the_driver_startable(
         staging.parent.mkdir(parents=True)
         target.parent.mkdir(parents=True)
         stage(csi, vol.volume_id, str(staging), cap)
-        csi.node.NodePublishVolume(
-            pb.NodePublishVolumeRequest(
-                volume_id=vol.volume_id,
-                staging_target_path=str(staging),
-                target_path=str(target),
-                volume_capability=cap,
-            )
-        )
+        publish(csi, vol.volume_id, str(staging), str(target), cap)
         assert "StateDirFull" not in storage_reasons(csi)
         fill(state, "filler-1")  # something else filled the disk
         csi.node.NodeUnpublishVolume(
