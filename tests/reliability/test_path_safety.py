@@ -13,7 +13,6 @@ import errno
 import fcntl
 import os
 import subprocess
-import threading
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from functools import partial
@@ -30,6 +29,7 @@ from csi_hostpath_selinux.mounts import LinuxMounter
 from csi_hostpath_selinux.selinux import parse_mount_flags
 from tests.reliability.conftest import Node
 from tests.reliability.crash import mount_count, mount_points_under
+from tests.support.background import Background
 from tests.support.codes import code_of
 from tests.support.driver import cleanup_under
 from tests.support.kubelet import stage
@@ -274,7 +274,7 @@ def test_unpublish_through_a_symlink_never_unmounts_outside(
         libc.umount2(str(outside).encode(), 0)
 
 
-class Swapper:
+class Swapper(Background):
     """Swap a directory and a symlink to the decoy at one path, in a loop, until stopped."""
 
     def __init__(self, path: Path, decoy: Path) -> None:
@@ -282,13 +282,12 @@ class Swapper:
         self.decoy = decoy
         self.stash = path.with_name(path.name + ".real")
         self.is_file = path.is_file()
-        self.stop = threading.Event()
         self.swaps = 0
         self.moved_mounts = 0
         #: The driver mounted onto the directory while it was renamed away: the mount now pins
         #: the renamed directory, so no further swap is possible and the race has its outcome.
         self.pinned = False
-        self.thread = threading.Thread(target=self.run, daemon=True)
+        super().__init__()
 
     def run(self) -> None:
         while not self.stop.is_set():
@@ -312,13 +311,7 @@ class Swapper:
                         return
                     raise
 
-    def __enter__(self) -> Swapper:
-        self.thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop.set()
-        self.thread.join()
+    def finish(self) -> None:
         if self.path.is_symlink():
             self.path.unlink()
         if self.stash.exists() and not self.path.exists():
@@ -331,27 +324,20 @@ class Swapper:
             os.rename(self.stash, self.path)
 
 
-class OutsideWatch:
+class OutsideWatch(Background):
     """Fails when a mount appears outside kubelet's directory at any moment of the race."""
 
     def __init__(self, node: Node) -> None:
         self.node = node
         self.before = outside_mounts(node)
         self.seen: set[str] = set()
-        self.stop = threading.Event()
-        self.thread = threading.Thread(target=self.run, daemon=True)
+        super().__init__()
 
     def run(self) -> None:
         while not self.stop.is_set():
             self.seen |= outside_mounts(self.node) - self.before
 
-    def __enter__(self) -> OutsideWatch:
-        self.thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop.set()
-        self.thread.join()
+    def finish(self) -> None:
         self.seen |= outside_mounts(self.node) - self.before
 
 
@@ -685,15 +671,14 @@ def test_unpublish_race_never_unmounts_outside_kubelets_directory(node: Node) ->
     node.csi.controller.DeleteVolume(pb.DeleteVolumeRequest(volume_id=vol.volume_id))
 
 
-class FreezeWatch:
+class FreezeWatch(Background):
     """Fails when the filesystem at point is frozen at any moment: FITHAW on it succeeds only
     then (and thaws it at once, so a lost race cannot hang the test)."""
 
     def __init__(self, point: Path) -> None:
         self.fd = os.open(point, os.O_RDONLY | os.O_DIRECTORY)
         self.frozen = 0
-        self.stop = threading.Event()
-        self.thread = threading.Thread(target=self.run, daemon=True)
+        super().__init__()
 
     def run(self) -> None:
         while not self.stop.is_set():
@@ -704,13 +689,7 @@ class FreezeWatch:
                 pass  # EINVAL: not frozen
             time.sleep(0.0002)
 
-    def __enter__(self) -> FreezeWatch:
-        self.thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop.set()
-        self.thread.join()
+    def finish(self) -> None:
         os.close(self.fd)
 
 
