@@ -340,33 +340,17 @@ def _scale_plot(results: dict[str, Any], path: Path) -> None:
     import matplotlib.pyplot as plt  # noqa: PLC0415
 
     fig, (left, right) = plt.subplots(1, 2, figsize=(13, 5))
+    series = (  # axis, field, line style, alpha, label after the variant's name
+        (left, "create_p50_ms", "o-", None, " p50"),
+        (left, "create_p99_ms", "o--", 0.5, " p99"),
+        (right, "list_page_p50_ms", "o-", None, ": first 100"),
+        (right, "list_all_p50_ms", "s--", 0.6, ": all, paged"),
+    )
     for variant, points in results["scale"].items():
         xs = [p["existing"] for p in points]
-        c = _colour(variant)
-        left.plot(xs, [p["create_p50_ms"] for p in points], "o-", color=c, label=f"{variant} p50")
-        left.plot(
-            xs,
-            [p["create_p99_ms"] for p in points],
-            "o--",
-            color=c,
-            alpha=0.5,
-            label=f"{variant} p99",
-        )
-        right.plot(
-            xs,
-            [p["list_page_p50_ms"] for p in points],
-            "o-",
-            color=c,
-            label=f"{variant}: first 100",
-        )
-        right.plot(
-            xs,
-            [p["list_all_p50_ms"] for p in points],
-            "s--",
-            color=c,
-            alpha=0.6,
-            label=f"{variant}: all, paged",
-        )
+        for ax, key, style, alpha, label in series:
+            ys = [p[key] for p in points]
+            ax.plot(xs, ys, style, color=_colour(variant), alpha=alpha, label=variant + label)
     for ax, title in ((left, "CreateVolume latency"), (right, "ListVolumes latency (p50)")):
         ax.set_xscale("log")
         ax.set_yscale("log")

@@ -14,9 +14,8 @@ from dataclasses import dataclass, field
 
 from .mount_options import MountError, bind_flags, split_options
 from .mountinfo import MountEntry, find_mount, normalize, split_outside_quotes
+from .mounts import PROC_FD_PREFIX
 from .syscalls import MS_RDONLY
-
-PROC_FD_PREFIX = "/proc/self/fd/"
 
 
 def _resolved(path: str) -> str:

@@ -11,6 +11,8 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import grpc
@@ -126,29 +128,11 @@ class DriverInterceptor(grpc.ServerInterceptor):  # type: ignore[type-arg]
         context: grpc.ServicerContext,
     ) -> Iterator[Any]:
         """The streaming twin of call(): the same logging, timing and error mapping."""
-        start = time.monotonic()
-        log_message(method, "request", request)
-        code = grpc.StatusCode.OK
-        sent = 0
-        try:
+        with self._observed(method, request, context) as outcome:
+            outcome.sent = 0
             for response in inner(request, context):
-                sent += 1
+                outcome.sent += 1
                 yield response
-        except Exception as exc:
-            code, message = _failure(method, exc, context)
-            if message is None:
-                raise  # the handler aborted the call itself
-            context.abort(code, message)
-        finally:
-            elapsed = time.monotonic() - start
-            self.metrics.observe_rpc(method, code.name, elapsed)
-            log.debug(
-                "%s finished %s after %d message(s) in %.1f ms",
-                method,
-                code.name,
-                sent,
-                elapsed * 1000,
-            )
 
     def call(
         self,
@@ -157,22 +141,47 @@ class DriverInterceptor(grpc.ServerInterceptor):  # type: ignore[type-arg]
         request: Message,
         context: grpc.ServicerContext,
     ) -> Any:
-        start = time.monotonic()
-        log_message(method, "request", request)
-        code = grpc.StatusCode.OK
-        try:
+        with self._observed(method, request, context):
             response = inner(request, context)
-        except Exception as exc:
-            code, message = _failure(method, exc, context)
-            if message is None:
-                raise  # the handler aborted the call itself
-            context.abort(code, message)
-        finally:
-            elapsed = time.monotonic() - start
-            self.metrics.observe_rpc(method, code.name, elapsed)
-            log.debug("%s finished %s in %.1f ms", method, code.name, elapsed * 1000)
         log_message(method, "response", response)
         return response
+
+    @contextmanager
+    def _observed(
+        self, method: str, request: Message, context: grpc.ServicerContext
+    ) -> Iterator[_Outcome]:
+        """Around one call: log the request, map an error to its status, record the time."""
+        start = time.monotonic()
+        log_message(method, "request", request)
+        outcome = _Outcome()
+        try:
+            yield outcome
+        except Exception as exc:
+            outcome.code, message = _failure(method, exc, context)
+            if message is None:
+                raise  # the handler aborted the call itself
+            context.abort(outcome.code, message)
+        finally:
+            elapsed = time.monotonic() - start
+            self.metrics.observe_rpc(method, outcome.code.name, elapsed)
+            if outcome.sent is None:
+                log.debug("%s finished %s in %.1f ms", method, outcome.code.name, elapsed * 1000)
+            else:
+                log.debug(
+                    "%s finished %s after %d message(s) in %.1f ms",
+                    method,
+                    outcome.code.name,
+                    outcome.sent,
+                    elapsed * 1000,
+                )
+
+
+@dataclass
+class _Outcome:
+    """How one call ended: its status, and for a streaming call the messages sent."""
+
+    code: grpc.StatusCode = grpc.StatusCode.OK
+    sent: int | None = None
 
 
 def log_message(method: str, what: str, message: Message) -> None:

@@ -36,7 +36,8 @@ from hypothesis import strategies as st
 from csi_hostpath_selinux._proto import csi_pb2 as pb
 from tests.fuzz.strategies import Pools, message, pb_class
 from tests.reliability.crash import CHANNEL_OPTIONS
-from tests.support.driver import DriverProcess, cleanup_under, clients, loop_devices_under
+from tests.support.driver import DriverProcess, cleanup_under, clients
+from tests.support.outside import outside_mounts, tree
 from tests.support.requests import block_cap, create, mount_cap
 
 pytestmark = pytest.mark.integration
@@ -119,44 +120,6 @@ def normalize(details: str) -> str:
 def short(request: Any) -> str:
     text = str(request).replace("\n", " ")
     return text[:400] + ("…" if len(text) > 400 else "")
-
-
-def tree(root: Path) -> dict[str, tuple[int, int]]:
-    found = {}
-    for dirpath, dirnames, filenames in os.walk(root):
-        for name in dirnames + filenames:
-            path = os.path.join(dirpath, name)
-            st_ = os.lstat(path)
-            found[path] = (st_.st_ino, st_.st_size)
-    return found
-
-
-def below(path: str, directory: str) -> bool:
-    return path == directory or path.startswith(directory.rstrip("/") + "/")
-
-
-def outside_mounts(root: Path, roots: list[Path], state_dir: Path) -> set[str]:
-    """Mounts below the test root but outside the driver's roots, and mounts of the driver's
-    loop devices anywhere outside them (other tests' mounts elsewhere are not ours to judge)."""
-    allowed = [str(r.resolve()) for r in roots]
-    loops = set()
-    for dev in loop_devices_under(str(state_dir.resolve())):
-        try:
-            rdev = os.stat(dev).st_rdev
-        except OSError:
-            continue
-        loops.add(f"{os.major(rdev)}:{os.minor(rdev)}")
-    found = set()
-    real_root = str(root.resolve())
-    with open("/proc/self/mountinfo", encoding="utf-8") as f:
-        for line in f:
-            fields = line.split()
-            point = fields[4].encode().decode("unicode_escape")
-            if any(below(point, a) for a in allowed):
-                continue
-            if below(point, real_root) or fields[2] in loops:
-                found.add(point)
-    return found
 
 
 @pytest.fixture(scope="module")

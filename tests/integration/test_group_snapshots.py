@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import fcntl
 import os
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from functools import partial
 from pathlib import Path
 
@@ -23,6 +23,7 @@ from csi_hostpath_selinux._proto import csi_pb2_grpc as rpc
 from csi_hostpath_selinux.backends import _files as backend_files
 from csi_hostpath_selinux.backends import image as image_backend
 from csi_hostpath_selinux.errors import FailedPrecondition, Internal, Unavailable
+from tests.support.codes import refusal_code
 from tests.support.domain import InProcessDriver, in_process
 from tests.support.driver import Clients, DriverProcess, clients, running_driver
 from tests.support.freezing import is_frozen
@@ -41,12 +42,6 @@ def from_snapshot(
     request = create(name, cap, 64 * MIB, **params)
     request.volume_content_source.snapshot.snapshot_id = snapshot_id
     return request
-
-
-def code_of(call: Callable[[], object]) -> grpc.StatusCode:
-    with pytest.raises(grpc.RpcError) as info:
-        call()
-    return info.value.code()
 
 
 def test_group_snapshot_of_two_mounted_volumes(csi: Clients, driver: DriverProcess) -> None:
@@ -87,7 +82,7 @@ def test_group_snapshot_of_two_mounted_volumes(csi: Clients, driver: DriverProce
     assert again.group_snapshot_id == group.group_snapshot_id
     assert sorted(s.snapshot_id for s in again.snapshots) == sorted(snap_ids)
     assert (
-        code_of(
+        refusal_code(
             lambda: groups.CreateVolumeGroupSnapshot(
                 pb.CreateVolumeGroupSnapshotRequest(name="group-1", source_volume_ids=ids[:1])
             )
@@ -95,7 +90,7 @@ def test_group_snapshot_of_two_mounted_volumes(csi: Clients, driver: DriverProce
         == grpc.StatusCode.ALREADY_EXISTS
     )
     assert (
-        code_of(
+        refusal_code(
             lambda: groups.CreateVolumeGroupSnapshot(
                 pb.CreateVolumeGroupSnapshotRequest(
                     name="group-2", source_volume_ids=[ids[0], "vol-" + "0" * 32]
@@ -116,7 +111,7 @@ def test_group_snapshot_of_two_mounted_volumes(csi: Clients, driver: DriverProce
     ).group_snapshot
     assert got.group_snapshot_id == group.group_snapshot_id and got.ready_to_use
     assert (
-        code_of(
+        refusal_code(
             lambda: groups.GetVolumeGroupSnapshot(
                 pb.GetVolumeGroupSnapshotRequest(
                     group_snapshot_id=group.group_snapshot_id, snapshot_ids=snap_ids[:1]
@@ -149,18 +144,21 @@ def test_group_snapshot_of_two_mounted_volumes(csi: Clients, driver: DriverProce
         group_snapshot_id=group.group_snapshot_id, snapshot_ids=[*snap_ids, "snap-" + "0" * 32]
     )
     assert (
-        code_of(lambda: groups.DeleteVolumeGroupSnapshot(wrong)) == grpc.StatusCode.INVALID_ARGUMENT
+        refusal_code(lambda: groups.DeleteVolumeGroupSnapshot(wrong))
+        == grpc.StatusCode.INVALID_ARGUMENT
     )
     groups.DeleteVolumeGroupSnapshot(delete)
     groups.DeleteVolumeGroupSnapshot(delete)
     for snap_id in snap_ids:
         assert (
-            code_of(partial(csi.controller.GetSnapshot, pb.GetSnapshotRequest(snapshot_id=snap_id)))
+            refusal_code(
+                partial(csi.controller.GetSnapshot, pb.GetSnapshotRequest(snapshot_id=snap_id))
+            )
             == grpc.StatusCode.NOT_FOUND
         )
     assert not list((driver.state_dir / "snapshots").iterdir())
     assert (
-        code_of(
+        refusal_code(
             lambda: groups.GetVolumeGroupSnapshot(
                 pb.GetVolumeGroupSnapshotRequest(
                     group_snapshot_id=group.group_snapshot_id, snapshot_ids=snap_ids
@@ -238,12 +236,12 @@ def test_request_validation(csi: Clients, driver: DriverProcess) -> None:
     ]
     for request in invalid:
         assert (
-            code_of(partial(groups.CreateVolumeGroupSnapshot, request))
+            refusal_code(partial(groups.CreateVolumeGroupSnapshot, request))
             == grpc.StatusCode.INVALID_ARGUMENT
         )
     missing = "group-" + "0" * 32
     assert (
-        code_of(
+        refusal_code(
             lambda: groups.GetVolumeGroupSnapshot(
                 pb.GetVolumeGroupSnapshotRequest(group_snapshot_id=missing)
             )
@@ -252,7 +250,9 @@ def test_request_validation(csi: Clients, driver: DriverProcess) -> None:
     )
     groups.DeleteVolumeGroupSnapshot(pb.DeleteVolumeGroupSnapshotRequest(group_snapshot_id=missing))
     assert (
-        code_of(lambda: groups.DeleteVolumeGroupSnapshot(pb.DeleteVolumeGroupSnapshotRequest()))
+        refusal_code(
+            lambda: groups.DeleteVolumeGroupSnapshot(pb.DeleteVolumeGroupSnapshotRequest())
+        )
         == grpc.StatusCode.INVALID_ARGUMENT
     )
     csi.controller.DeleteVolume(pb.DeleteVolumeRequest(volume_id=vol))

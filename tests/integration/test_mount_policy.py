@@ -6,7 +6,7 @@ import pytest
 
 from csi_hostpath_selinux.mountinfo import find_mount
 from tests.support.driver import Clients, DriverProcess
-from tests.support.kubelet import kubelet_paths, publish, stage, teardown
+from tests.support.kubelet import kubelet_paths, published, stage, teardown
 from tests.support.requests import create, mount_cap
 
 pytestmark = pytest.mark.integration
@@ -17,10 +17,7 @@ def test_stage_mounts_are_nosuid_and_nodev_and_publications_inherit_it(
     csi: Clients, driver: DriverProcess, fs_type: str
 ) -> None:
     cap = mount_cap(fs_type, ("noatime",))
-    vol = csi.controller.CreateVolume(create(f"pvc-policy-{fs_type}", cap, 320 << 20)).volume
-    staging, target = kubelet_paths(driver, f"policy-{fs_type}")
-    stage(csi, vol.volume_id, staging, cap)
-    publish(csi, vol.volume_id, staging, target, cap)
+    vol, staging, target = published(csi, driver, f"policy-{fs_type}", cap, 320 << 20)
     try:
         for where in (staging, target):
             entry = find_mount(where)

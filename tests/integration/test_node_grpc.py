@@ -18,7 +18,7 @@ from csi_hostpath_selinux._proto import csi_pb2 as pb
 from csi_hostpath_selinux.backends.image import has_sys_resource
 from csi_hostpath_selinux.mountinfo import find_mount, read_mountinfo
 from tests.support.driver import Clients, DriverProcess, clients, running_driver
-from tests.support.kubelet import kubelet_paths, publish, stage, teardown
+from tests.support.kubelet import kubelet_paths, publish, published, stage, teardown
 from tests.support.requests import L1, MIB, RWOP, block_cap, context_flag, create, mount_cap
 
 pytestmark = pytest.mark.integration
@@ -121,10 +121,7 @@ def test_malformed_flags_are_invalid_argument(
 
 def test_snapshot_restore_and_clone_hold_the_data(csi: Clients, driver: DriverProcess) -> None:
     cap = mount_cap("ext4")
-    vol = csi.controller.CreateVolume(create("pvc-src", cap)).volume
-    staging, target = kubelet_paths(driver, "src")
-    stage(csi, vol.volume_id, staging, cap)
-    publish(csi, vol.volume_id, staging, target, cap)
+    vol, staging, target = published(csi, driver, "src", cap)
     payload = os.urandom(1 << 20)
     Path(target, "before").write_bytes(payload)
     snap = csi.controller.CreateSnapshot(
@@ -156,10 +153,7 @@ def test_snapshot_restore_and_clone_hold_the_data(csi: Clients, driver: DriverPr
 
 def test_online_expansion_grows_the_mounted_filesystem(csi: Clients, driver: DriverProcess) -> None:
     cap = mount_cap("xfs")
-    vol = csi.controller.CreateVolume(create("pvc-grow", cap, 320 * MIB)).volume
-    staging, target = kubelet_paths(driver, "grow")
-    stage(csi, vol.volume_id, staging, cap)
-    publish(csi, vol.volume_id, staging, target, cap)
+    vol, staging, target = published(csi, driver, "grow", cap, 320 * MIB)
     before = os.statvfs(target)
     grown = csi.controller.ControllerExpandVolume(
         pb.ControllerExpandVolumeRequest(
@@ -179,10 +173,7 @@ def test_online_expansion_grows_the_mounted_filesystem(csi: Clients, driver: Dri
 
 def test_ext4_online_expansion_says_what_it_needs(csi: Clients, driver: DriverProcess) -> None:
     cap = mount_cap("ext4")
-    vol = csi.controller.CreateVolume(create("pvc-grow4", cap)).volume
-    staging, target = kubelet_paths(driver, "grow4")
-    stage(csi, vol.volume_id, staging, cap)
-    publish(csi, vol.volume_id, staging, target, cap)
+    vol, staging, target = published(csi, driver, "grow4", cap)
     before = os.statvfs(target).f_blocks
     request = pb.NodeExpandVolumeRequest(
         volume_id=vol.volume_id,
@@ -202,10 +193,7 @@ def test_ext4_online_expansion_says_what_it_needs(csi: Clients, driver: DriverPr
 
 def test_block_volume_is_the_loop_device(csi: Clients, driver: DriverProcess) -> None:
     cap = block_cap()
-    vol = csi.controller.CreateVolume(create("pvc-block", cap, 32 * MIB)).volume
-    staging, target = kubelet_paths(driver, "block")
-    stage(csi, vol.volume_id, staging, cap)
-    publish(csi, vol.volume_id, staging, target, cap)
+    vol, staging, target = published(csi, driver, "block", cap, 32 * MIB)
     assert stat.S_ISBLK(os.stat(target).st_mode)
     with open(target, "r+b") as dev:
         dev.seek(5 * MIB)
@@ -325,10 +313,7 @@ def test_get_capacity_honours_the_configured_maximum(tmp_path: Path) -> None:
 
 def test_xfs_restore_mounts_beside_its_mounted_source(csi: Clients, driver: DriverProcess) -> None:
     cap = mount_cap("xfs")
-    vol = csi.controller.CreateVolume(create("pvc-xsrc", cap, 320 * MIB)).volume
-    staging, target = kubelet_paths(driver, "xsrc")
-    stage(csi, vol.volume_id, staging, cap)
-    publish(csi, vol.volume_id, staging, target, cap)
+    vol, staging, target = published(csi, driver, "xsrc", cap, 320 * MIB)
     Path(target, "f").write_text("xfs data")
     snap = csi.controller.CreateSnapshot(
         pb.CreateSnapshotRequest(name="xsnap", source_volume_id=vol.volume_id)
@@ -402,10 +387,7 @@ def test_restore_and_clone_into_a_larger_volume_fill_it(
     snapshot got the snapshot's filesystem size. The pod must see the size it asked for."""
     cap = mount_cap(fs_type)
     small, large = 320 * MIB, 640 * MIB
-    vol = csi.controller.CreateVolume(create(f"pvc-small-{fs_type}", cap, small)).volume
-    staging, target = kubelet_paths(driver, f"small-{fs_type}")
-    stage(csi, vol.volume_id, staging, cap)
-    publish(csi, vol.volume_id, staging, target, cap)
+    vol, staging, target = published(csi, driver, f"small-{fs_type}", cap, small)
     Path(target, "data").write_text("kept")
     snap = csi.controller.CreateSnapshot(
         pb.CreateSnapshotRequest(name=f"snap-small-{fs_type}", source_volume_id=vol.volume_id)

@@ -19,6 +19,7 @@ import pytest
 from csi_hostpath_selinux._proto import csi_pb2 as pb
 from csi_hostpath_selinux._proto import csi_pb2_grpc as rpc
 from tests.support.driver import Clients, DriverProcess
+from tests.support.kubelet import stage
 from tests.support.requests import MIB, block_cap, create, mount_cap
 
 pytestmark = pytest.mark.integration
@@ -62,11 +63,7 @@ def volume(csi: Clients, driver: DriverProcess) -> Iterator[BlockVolume]:
     pod = kubelet / "pods" / "uid-raw"
     pod.mkdir(parents=True)
     target = str(pod / "dev")
-    csi.node.NodeStageVolume(
-        pb.NodeStageVolumeRequest(
-            volume_id=vol_id, staging_target_path=staging, volume_capability=cap
-        )
-    )
+    stage(csi, vol_id, staging, cap)
     csi.node.NodePublishVolume(
         pb.NodePublishVolumeRequest(
             volume_id=vol_id, staging_target_path=staging, target_path=target, volume_capability=cap

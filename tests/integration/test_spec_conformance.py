@@ -6,8 +6,8 @@ import pytest
 
 from csi_hostpath_selinux._proto import csi_pb2 as pb
 from tests.support.driver import Clients, DriverProcess
-from tests.support.kubelet import kubelet_paths, publish, stage, teardown
-from tests.support.requests import create, mount_cap
+from tests.support.kubelet import published, teardown
+from tests.support.requests import mount_cap
 
 pytestmark = pytest.mark.integration
 
@@ -32,10 +32,7 @@ def test_a_node_publication_is_not_reported_as_a_controller_publication(
 ) -> None:
     """published_node_ids lists ControllerPublishVolume's nodes; this driver never attaches."""
     cap = mount_cap("ext4")
-    vol = csi.controller.CreateVolume(create("pvc-published", cap)).volume
-    staging, target = kubelet_paths(driver, "published")
-    stage(csi, vol.volume_id, staging, cap)
-    publish(csi, vol.volume_id, staging, target, cap)
+    vol, staging, target = published(csi, driver, "published", cap)
     try:
         listed = csi.controller.ListVolumes(pb.ListVolumesRequest()).entries
         assert [e.volume.volume_id for e in listed] == [vol.volume_id]

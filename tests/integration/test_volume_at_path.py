@@ -18,6 +18,7 @@ from csi_hostpath_selinux._proto import csi_pb2 as pb
 from csi_hostpath_selinux.backends import _files as backend_files
 from csi_hostpath_selinux.backends import image as image_backend
 from csi_hostpath_selinux.mountinfo import find_mount
+from tests.support.codes import refusal_code
 from tests.support.domain import InProcessDriver, in_process
 from tests.support.driver import Clients, DriverProcess
 from tests.support.freezing import is_frozen
@@ -25,12 +26,6 @@ from tests.support.kubelet import kubelet_paths, publish, stage, teardown, unpub
 from tests.support.requests import MIB, block_cap, create, mount_cap
 
 pytestmark = pytest.mark.integration
-
-
-def code_of(call: object) -> grpc.StatusCode:
-    with pytest.raises(grpc.RpcError) as info:
-        call()  # type: ignore[operator]
-    return info.value.code()
 
 
 def stats(csi: Clients, vol: str, path: str) -> pb.NodeGetVolumeStatsResponse:
@@ -65,8 +60,8 @@ def test_block_volume_at_another_volumes_mount_is_not_found(
     # The filesystem volume published onto the block volume's staging directory.
     publish(csi, fs, fs_staging, block_staging, mount_cap("ext4"))
     assert find_mount(block_staging) is not None
-    assert code_of(lambda: stats(csi, block, block_staging)) == grpc.StatusCode.NOT_FOUND
-    assert code_of(lambda: expand(csi, block, block_staging)) == grpc.StatusCode.NOT_FOUND
+    assert refusal_code(lambda: stats(csi, block, block_staging)) == grpc.StatusCode.NOT_FOUND
+    assert refusal_code(lambda: expand(csi, block, block_staging)) == grpc.StatusCode.NOT_FOUND
     unpublish(csi, fs, block_staging)
     teardown(csi, fs, fs_staging)
     teardown(csi, block, block_staging)
@@ -89,8 +84,8 @@ def test_filesystem_volume_never_reports_another_volumes_usage(
     libc = ctypes.CDLL(None, use_errno=True)
     assert libc.umount2(target.encode(), 0) == 0, os.strerror(ctypes.get_errno())
     publish(csi, b, b_staging, target, cap)
-    assert code_of(lambda: stats(csi, a, target)) == grpc.StatusCode.NOT_FOUND
-    assert code_of(lambda: expand(csi, a, target)) == grpc.StatusCode.NOT_FOUND
+    assert refusal_code(lambda: stats(csi, a, target)) == grpc.StatusCode.NOT_FOUND
+    assert refusal_code(lambda: expand(csi, a, target)) == grpc.StatusCode.NOT_FOUND
     assert stats(csi, b, target).usage[0].total > 32 * MIB, "B's own stats still answer"
     unpublish(csi, b, target)
     unpublish(csi, a, target)

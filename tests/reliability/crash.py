@@ -401,22 +401,10 @@ class Harness:
 
     def catalog(self, client: Client) -> tuple[set[str], set[str]]:
         """The volume ids and snapshot ids the driver lists."""
-        volumes: set[str] = set()
-        token = ""
-        while True:
-            resp = client.call("ListVolumes", pb.ListVolumesRequest(starting_token=token))
-            volumes.update(e.volume.volume_id for e in resp.entries)
-            token = resp.next_token
-            if not token:
-                break
-        snaps: set[str] = set()
-        token = ""
-        while True:
-            sresp = client.call("ListSnapshots", pb.ListSnapshotsRequest(starting_token=token))
-            snaps.update(e.snapshot.snapshot_id for e in sresp.entries)
-            token = sresp.next_token
-            if not token:
-                break
+        volumes = listed(client, "ListVolumes", pb.ListVolumesRequest, lambda e: e.volume.volume_id)
+        snaps = listed(
+            client, "ListSnapshots", pb.ListSnapshotsRequest, lambda e: e.snapshot.snapshot_id
+        )
         return volumes, snaps
 
     def check_disk(self, client: Client) -> None:
@@ -492,6 +480,20 @@ class Harness:
             if what not in self.reported:
                 self.reported.add(what)
                 self.finding(f"{what} is left after every volume was deleted", counter)
+
+
+def listed(
+    client: Client, method: str, request: Callable[..., Any], entry_id: Callable[[Any], str]
+) -> set[str]:
+    """The id of every entry a List* call returns, following next_token to the last page."""
+    found: set[str] = set()
+    token = ""
+    while True:
+        resp = client.call(method, request(starting_token=token))
+        found.update(entry_id(e) for e in resp.entries)
+        token = resp.next_token
+        if not token:
+            return found
 
 
 class Client:

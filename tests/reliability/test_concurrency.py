@@ -17,6 +17,7 @@ import pytest
 from csi_hostpath_selinux._proto import csi_pb2 as pb
 from tests.reliability.conftest import Node, NodeFactory
 from tests.reliability.crash import mount_entries_under, mount_points_under, stack_depth
+from tests.support.background import Background
 from tests.support.driver import clients, loop_devices_under
 from tests.support.requests import block_cap, create, mount_cap
 
@@ -35,14 +36,13 @@ def kind_for(flavour: str) -> str:
     return "directory" if flavour == "directory" else "image"
 
 
-class MountWatch:
+class MountWatch(Background):
     """Samples mountinfo in a loop and keeps the most entries seen at each watched path."""
 
     def __init__(self, points: list[str]) -> None:
         self.points = [os.path.realpath(p) for p in points]
         self.most: Counter[str] = Counter()
-        self.stop = threading.Event()
-        self.thread = threading.Thread(target=self.run, daemon=True)
+        super().__init__()
 
     def sample(self) -> None:
         rows = mount_entries_under("/")
@@ -53,17 +53,20 @@ class MountWatch:
         while not self.stop.is_set():
             self.sample()
 
-    def __enter__(self) -> MountWatch:
-        self.thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop.set()
-        self.thread.join()
+    def finish(self) -> None:
         self.sample()
 
     def doubles(self) -> dict[str, int]:
         return {p: n for p, n in self.most.items() if n > 1}
+
+
+def run_workers(worker: Callable[[int], None], threads: int) -> None:
+    """worker(0) .. worker(threads - 1), each in a thread of its own; returns when all ended."""
+    workers = [threading.Thread(target=worker, args=(i,)) for i in range(threads)]
+    for w in workers:
+        w.start()
+    for w in workers:
+        w.join()
 
 
 def storm(
@@ -91,11 +94,7 @@ def storm(
             with mutex:
                 codes[code] += 1
 
-    workers = [threading.Thread(target=worker, args=(i,)) for i in range(threads)]
-    for w in workers:
-        w.start()
-    for w in workers:
-        w.join()
+    run_workers(worker, threads)
     assert not details, f"answers other than OK/ABORTED/FAILED_PRECONDITION: {details[:5]}"
     return codes
 
@@ -237,11 +236,7 @@ def test_max_volumes_per_node_holds_under_concurrent_creates(node_factory: NodeF
         with mutex:
             codes[code] += 1
 
-    workers = [threading.Thread(target=worker, args=(i,)) for i in range(threads)]
-    for w in workers:
-        w.start()
-    for w in workers:
-        w.join()
+    run_workers(worker, threads)
     listed = node.csi.controller.ListVolumes(pb.ListVolumesRequest()).entries
     assert len(listed) <= limit, (
         f"{len(listed)} volumes exist on a node limited to {limit} (answers: {dict(codes)})"
@@ -250,16 +245,15 @@ def test_max_volumes_per_node_holds_under_concurrent_creates(node_factory: NodeF
     assert codes[grpc.StatusCode.RESOURCE_EXHAUSTED] == threads - limit
 
 
-class LoopChurn:
+class LoopChurn(Background):
     """Attach and detach loop devices on a file of the test's own, as other software on a node
     does, until stopped; every device it attached is detached again on exit."""
 
     def __init__(self, backing: Path) -> None:
         backing.write_bytes(b"\0" * (1 << 20))
         self.backing = backing
-        self.stop = threading.Event()
         self.cycles = 0
-        self.thread = threading.Thread(target=self.run, daemon=True)
+        super().__init__()
 
     def run(self) -> None:
         while not self.stop.is_set():
@@ -274,13 +268,7 @@ class LoopChurn:
                 subprocess.run(["losetup", "-d", dev], capture_output=True, check=False)
                 self.cycles += 1
 
-    def __enter__(self) -> LoopChurn:
-        self.thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop.set()
-        self.thread.join()
+    def finish(self) -> None:
         for dev in loop_devices_under(str(self.backing)):
             subprocess.run(["losetup", "-d", dev], capture_output=True, check=False)
 

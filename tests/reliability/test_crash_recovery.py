@@ -21,6 +21,7 @@ from csi_hostpath_selinux._proto import csi_pb2 as pb
 from tests.reliability.conftest import Node
 from tests.reliability.crash import mount_count
 from tests.support.driver import loop_devices_under
+from tests.support.kubelet import publish, stage
 from tests.support.requests import MIB, block_cap, create, mount_cap
 
 pytestmark = pytest.mark.integration
@@ -33,19 +34,8 @@ libc = ctypes.CDLL(None, use_errno=True)
 
 def stage_publish(node: Node, vol_id: str, name: str, cap: pb.VolumeCapability) -> tuple[str, str]:
     staging, target = node.staging(name), node.target(name)
-    node.csi.node.NodeStageVolume(
-        pb.NodeStageVolumeRequest(
-            volume_id=vol_id, staging_target_path=staging, volume_capability=cap
-        )
-    )
-    node.csi.node.NodePublishVolume(
-        pb.NodePublishVolumeRequest(
-            volume_id=vol_id,
-            staging_target_path=staging,
-            target_path=target,
-            volume_capability=cap,
-        )
-    )
+    stage(node.csi, vol_id, staging, cap)
+    publish(node.csi, vol_id, staging, target, cap)
     return staging, target
 
 
@@ -196,22 +186,11 @@ def test_publish_retried_after_a_kill_between_mount_and_record_mounts_once(node:
     cap = mount_cap("ext4")
     vol = node.csi.controller.CreateVolume(create("pvc-republish", cap)).volume
     staging, target = node.staging("republish"), node.target("republish")
-    node.csi.node.NodeStageVolume(
-        pb.NodeStageVolumeRequest(
-            volume_id=vol.volume_id, staging_target_path=staging, volume_capability=cap
-        )
-    )
+    stage(node.csi, vol.volume_id, staging, cap)
     os.mkdir(target)
     bind(staging, target)  # what the killed publish did before it could record it
     restart_after_kill(node)
-    node.csi.node.NodePublishVolume(
-        pb.NodePublishVolumeRequest(
-            volume_id=vol.volume_id,
-            staging_target_path=staging,
-            target_path=target,
-            volume_capability=cap,
-        )
-    )
+    publish(node.csi, vol.volume_id, staging, target, cap)
     assert mount_count(target) == 1, f"{mount_count(target)} mounts at {target} after the retry"
     teardown(node, vol.volume_id, staging, target)
 
@@ -227,25 +206,14 @@ def test_block_publish_retried_after_a_kill_between_mount_and_record_succeeds(
     staging = node.staging("republish-block")
     os.makedirs(staging)
     target = node.target("republish-block")
-    node.csi.node.NodeStageVolume(
-        pb.NodeStageVolumeRequest(
-            volume_id=vol.volume_id, staging_target_path=staging, volume_capability=cap
-        )
-    )
+    stage(node.csi, vol.volume_id, staging, cap)
     devices = loop_devices_under(str(node.driver.state_dir.resolve()))
     assert len(devices) == 1
     Path(target).touch()
     bind(devices[0], target)  # what the killed publish did before it could record it
     restart_after_kill(node)
     try:
-        node.csi.node.NodePublishVolume(
-            pb.NodePublishVolumeRequest(
-                volume_id=vol.volume_id,
-                staging_target_path=staging,
-                target_path=target,
-                volume_capability=cap,
-            )
-        )
+        publish(node.csi, vol.volume_id, staging, target, cap)
     except grpc.RpcError as exc:
         pytest.fail(f"the retried block publish failed: {exc.code().name}: {exc.details()}")
     assert mount_count(target) == 1, f"{mount_count(target)} mounts at {target} after the retry"
@@ -265,11 +233,7 @@ def test_publish_does_not_forget_a_mount_it_cannot_see_for_a_moment(node: Node) 
         target_path=target,
         volume_capability=cap,
     )
-    node.csi.node.NodeStageVolume(
-        pb.NodeStageVolumeRequest(
-            volume_id=vol.volume_id, staging_target_path=staging, volume_capability=cap
-        )
-    )
+    stage(node.csi, vol.volume_id, staging, cap)
     node.csi.node.NodePublishVolume(request)
     parent = Path(target).parent
     moved = parent.with_name(parent.name + ".moved")

@@ -13,7 +13,6 @@ import errno
 import fcntl
 import os
 import subprocess
-import threading
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from functools import partial
@@ -30,7 +29,12 @@ from csi_hostpath_selinux.mounts import LinuxMounter
 from csi_hostpath_selinux.selinux import parse_mount_flags
 from tests.reliability.conftest import Node
 from tests.reliability.crash import mount_count, mount_points_under
-from tests.support.driver import cleanup_under, loop_devices_under
+from tests.support.background import Background
+from tests.support.codes import code_of
+from tests.support.driver import cleanup_under
+from tests.support.kubelet import stage
+from tests.support.outside import outside_mounts as shared_outside_mounts
+from tests.support.outside import tree
 from tests.support.requests import block_cap, create, mount_cap
 
 pytestmark = pytest.mark.integration
@@ -41,50 +45,11 @@ INVALID = grpc.StatusCode.INVALID_ARGUMENT
 NOT_FOUND = grpc.StatusCode.NOT_FOUND
 
 
-def code_of(call: Callable[[], object]) -> grpc.StatusCode:
-    try:
-        call()
-    except grpc.RpcError as exc:
-        return exc.code()
-    return grpc.StatusCode.OK
-
-
-def tree(root: Path) -> dict[str, tuple[int, int]]:
-    """Every entry below root with its inode and size: the sentinel to compare before/after."""
-    found = {}
-    for dirpath, dirnames, filenames in os.walk(root):
-        for name in dirnames + filenames:
-            path = os.path.join(dirpath, name)
-            st = os.lstat(path)
-            found[path] = (st.st_ino, st.st_size)
-    return found
-
-
-def below(path: str, directory: str) -> bool:
-    return path == directory or path.startswith(directory.rstrip("/") + "/")
-
-
 def outside_mounts(node: Node) -> set[str]:
     """Mounts the driver may have made outside kubelet's directory: anything below the test's
     root but not below kubelet's directory, and any mount of the driver's loop devices elsewhere.
     (Other mounts on the host belong to other tests running at the same time.)"""
-    kubelet = str(node.kubelet.resolve())
-    root = str(node.kubelet.parent.resolve())
-    loops = set()
-    for dev in loop_devices_under(str(node.driver.state_dir.resolve())):
-        with contextlib.suppress(OSError):
-            rdev = os.stat(dev).st_rdev
-            loops.add(f"{os.major(rdev)}:{os.minor(rdev)}")
-    found = set()
-    with open("/proc/self/mountinfo", encoding="utf-8") as f:
-        for line in f:
-            fields = line.split()
-            point = fields[4].encode().decode("unicode_escape")
-            if below(point, kubelet):
-                continue
-            if below(point, root) or fields[2] in loops:
-                found.add(point)
-    return found
+    return shared_outside_mounts(node.kubelet.parent, [node.kubelet], node.driver.state_dir)
 
 
 @pytest.fixture
@@ -108,11 +73,7 @@ def staged(node: Node) -> Iterator[tuple[str, str, pb.VolumeCapability]]:
     cap = mount_cap("ext4")
     vol = node.csi.controller.CreateVolume(create("pvc-paths", cap)).volume
     staging = node.staging("paths")
-    node.csi.node.NodeStageVolume(
-        pb.NodeStageVolumeRequest(
-            volume_id=vol.volume_id, staging_target_path=staging, volume_capability=cap
-        )
-    )
+    stage(node.csi, vol.volume_id, staging, cap)
     yield vol.volume_id, staging, cap
     node.csi.node.NodeUnstageVolume(
         pb.NodeUnstageVolumeRequest(volume_id=vol.volume_id, staging_target_path=staging)
@@ -313,7 +274,7 @@ def test_unpublish_through_a_symlink_never_unmounts_outside(
         libc.umount2(str(outside).encode(), 0)
 
 
-class Swapper:
+class Swapper(Background):
     """Swap a directory and a symlink to the decoy at one path, in a loop, until stopped."""
 
     def __init__(self, path: Path, decoy: Path) -> None:
@@ -321,13 +282,12 @@ class Swapper:
         self.decoy = decoy
         self.stash = path.with_name(path.name + ".real")
         self.is_file = path.is_file()
-        self.stop = threading.Event()
         self.swaps = 0
         self.moved_mounts = 0
         #: The driver mounted onto the directory while it was renamed away: the mount now pins
         #: the renamed directory, so no further swap is possible and the race has its outcome.
         self.pinned = False
-        self.thread = threading.Thread(target=self.run, daemon=True)
+        super().__init__()
 
     def run(self) -> None:
         while not self.stop.is_set():
@@ -351,13 +311,7 @@ class Swapper:
                         return
                     raise
 
-    def __enter__(self) -> Swapper:
-        self.thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop.set()
-        self.thread.join()
+    def finish(self) -> None:
         if self.path.is_symlink():
             self.path.unlink()
         if self.stash.exists() and not self.path.exists():
@@ -370,27 +324,20 @@ class Swapper:
             os.rename(self.stash, self.path)
 
 
-class OutsideWatch:
+class OutsideWatch(Background):
     """Fails when a mount appears outside kubelet's directory at any moment of the race."""
 
     def __init__(self, node: Node) -> None:
         self.node = node
         self.before = outside_mounts(node)
         self.seen: set[str] = set()
-        self.stop = threading.Event()
-        self.thread = threading.Thread(target=self.run, daemon=True)
+        super().__init__()
 
     def run(self) -> None:
         while not self.stop.is_set():
             self.seen |= outside_mounts(self.node) - self.before
 
-    def __enter__(self) -> OutsideWatch:
-        self.thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop.set()
-        self.thread.join()
+    def finish(self) -> None:
         self.seen |= outside_mounts(self.node) - self.before
 
 
@@ -426,11 +373,7 @@ def test_symlink_race_on_the_target_never_mounts_outside(
     staging = node.staging(f"race-{flavour}")
     if flavour == "block":
         os.makedirs(staging, exist_ok=True)
-    node.csi.node.NodeStageVolume(
-        pb.NodeStageVolumeRequest(
-            volume_id=vol.volume_id, staging_target_path=staging, volume_capability=cap
-        )
-    )
+    stage(node.csi, vol.volume_id, staging, cap)
     target = Path(node.target(f"race-{flavour}", pod="race-pod"))
     if flavour == "block":
         target.touch()
@@ -515,13 +458,17 @@ def test_traversal_ids_are_refused_and_touch_nothing(node: Node) -> None:
     """Ids reach file names only in the driver's fixed format; state/volumes/<id> with these ids
     would reach the sentinel beside the driver's root."""
     sentinel_root = node.driver.root.parent
-    for name in ("sentinel", "sentinel.img", "sentinel.tar"):
+    files = ("sentinel", "sentinel.img", "sentinel.tar")
+    for name in files:
         (sentinel_root / name).write_text("keep")
     (sentinel_root / "sentinel-dir").mkdir()
-    before = tree(sentinel_root / "sentinel-dir") | {
-        str(sentinel_root / n): (os.lstat(sentinel_root / n).st_ino, 4)
-        for n in ("sentinel", "sentinel.img", "sentinel.tar")
-    }
+
+    def sentinels() -> dict[str, tuple[int, int]]:
+        return tree(sentinel_root / "sentinel-dir") | {
+            str(sentinel_root / f): (os.lstat(sentinel_root / f).st_ino, 4) for f in files
+        }
+
+    before = sentinels()
     mounts = outside_mounts(node)
     cap = mount_cap("ext4")
     c, n = node.csi.controller, node.csi.node
@@ -609,11 +556,7 @@ def test_traversal_ids_are_refused_and_touch_nothing(node: Node) -> None:
             if code not in allowed:
                 wrong[name, bad[:40]] = code.name
     assert wrong == {}, f"traversal ids answered with other codes: {wrong}"
-    after = tree(sentinel_root / "sentinel-dir") | {
-        str(sentinel_root / n): (os.lstat(sentinel_root / n).st_ino, 4)
-        for n in ("sentinel", "sentinel.img", "sentinel.tar")
-    }
-    assert after == before
+    assert sentinels() == before
     assert outside_mounts(node) == mounts
     volumes = node.driver.state_dir / "volumes"
     assert not volumes.is_dir() or os.listdir(volumes) == [], "a traversal id created storage"
@@ -693,11 +636,7 @@ def test_unpublish_race_never_unmounts_outside_kubelets_directory(node: Node) ->
     cap = mount_cap("ext4")
     vol = node.csi.controller.CreateVolume(create("pvc-unpub-race", cap)).volume
     staging = node.staging("unpub-race")
-    node.csi.node.NodeStageVolume(
-        pb.NodeStageVolumeRequest(
-            volume_id=vol.volume_id, staging_target_path=staging, volume_capability=cap
-        )
-    )
+    stage(node.csi, vol.volume_id, staging, cap)
     target = Path(node.target("unpub-race", pod="unpub-pod"))
     publish = pb.NodePublishVolumeRequest(
         volume_id=vol.volume_id,
@@ -732,15 +671,14 @@ def test_unpublish_race_never_unmounts_outside_kubelets_directory(node: Node) ->
     node.csi.controller.DeleteVolume(pb.DeleteVolumeRequest(volume_id=vol.volume_id))
 
 
-class FreezeWatch:
+class FreezeWatch(Background):
     """Fails when the filesystem at point is frozen at any moment: FITHAW on it succeeds only
     then (and thaws it at once, so a lost race cannot hang the test)."""
 
     def __init__(self, point: Path) -> None:
         self.fd = os.open(point, os.O_RDONLY | os.O_DIRECTORY)
         self.frozen = 0
-        self.stop = threading.Event()
-        self.thread = threading.Thread(target=self.run, daemon=True)
+        super().__init__()
 
     def run(self) -> None:
         while not self.stop.is_set():
@@ -751,13 +689,7 @@ class FreezeWatch:
                 pass  # EINVAL: not frozen
             time.sleep(0.0002)
 
-    def __enter__(self) -> FreezeWatch:
-        self.thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop.set()
-        self.thread.join()
+    def finish(self) -> None:
         os.close(self.fd)
 
 
@@ -769,11 +701,7 @@ def test_snapshot_race_never_freezes_another_filesystem(node: Node) -> None:
     cap = mount_cap("ext4")
     vol = node.csi.controller.CreateVolume(create("pvc-freeze-race", cap)).volume
     staging = Path(node.staging("freeze-race"))
-    node.csi.node.NodeStageVolume(
-        pb.NodeStageVolumeRequest(
-            volume_id=vol.volume_id, staging_target_path=str(staging), volume_capability=cap
-        )
-    )
+    stage(node.csi, vol.volume_id, str(staging), cap)
     outside_dir = node.kubelet.parent / "outside-freeze"
     with outside_filesystem(outside_dir, staging.name, "ext4") as outside:
         codes: set[grpc.StatusCode] = set()

@@ -15,7 +15,7 @@ import sqlite3
 import subprocess
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import grpc
@@ -25,6 +25,7 @@ from csi_hostpath_selinux import intents
 from csi_hostpath_selinux._proto import csi_pb2 as pb
 from tests.reliability.conftest import Node, NodeFactory
 from tests.reliability.crash import mount_count
+from tests.support.codes import code_of
 from tests.support.driver import (
     Clients,
     DriverProcess,
@@ -33,6 +34,7 @@ from tests.support.driver import (
     loop_devices_under,
     running_driver,
 )
+from tests.support.kubelet import publish, stage
 from tests.support.requests import MIB, create, mount_cap
 
 pytestmark = pytest.mark.integration
@@ -150,11 +152,7 @@ def test_a_second_driver_on_the_same_state_dir_waits_and_touches_nothing(
     cap = mount_cap("ext4")
     vol = node.csi.controller.CreateVolume(create("first", cap)).volume
     staging = node.staging("first")
-    node.csi.node.NodeStageVolume(
-        pb.NodeStageVolumeRequest(
-            volume_id=vol.volume_id, staging_target_path=staging, volume_capability=cap
-        )
-    )
+    stage(node.csi, vol.volume_id, staging, cap)
     second = DriverProcess(
         tmp_path / "second",
         extra_args=("--state-dir", str(node.driver.state_dir), "--kubelet-dir", str(node.kubelet)),
@@ -258,19 +256,8 @@ def test_a_full_state_dir_keeps_unstage_working_and_the_driver_startable(
         target = kubelet / "pods" / "p" / "volumes" / "full" / "mount"
         staging.parent.mkdir(parents=True)
         target.parent.mkdir(parents=True)
-        csi.node.NodeStageVolume(
-            pb.NodeStageVolumeRequest(
-                volume_id=vol.volume_id, staging_target_path=str(staging), volume_capability=cap
-            )
-        )
-        csi.node.NodePublishVolume(
-            pb.NodePublishVolumeRequest(
-                volume_id=vol.volume_id,
-                staging_target_path=str(staging),
-                target_path=str(target),
-                volume_capability=cap,
-            )
-        )
+        stage(csi, vol.volume_id, str(staging), cap)
+        publish(csi, vol.volume_id, str(staging), str(target), cap)
         assert "StateDirFull" not in storage_reasons(csi)
         fill(state, "filler-1")  # something else filled the disk
         csi.node.NodeUnpublishVolume(
@@ -296,14 +283,6 @@ def test_a_full_state_dir_keeps_unstage_working_and_the_driver_startable(
         assert (state / "reserve").exists()
         csi.controller.DeleteVolume(pb.DeleteVolumeRequest(volume_id=vol.volume_id))
         assert not (state / "volumes" / f"{vol.volume_id}.img").exists()
-
-
-def code_of(call: Callable[[], object]) -> grpc.StatusCode:
-    try:
-        call()
-    except grpc.RpcError as exc:
-        return exc.code()
-    return grpc.StatusCode.OK
 
 
 def test_capacity_is_enforced_at_create_also_under_concurrent_creates(

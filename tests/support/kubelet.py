@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from csi_hostpath_selinux._proto import csi_pb2 as pb
 from tests.support.driver import Clients, DriverProcess
+from tests.support.requests import MIB, create
 
 
 def kubelet_paths(driver: DriverProcess, name: str) -> tuple[str, str]:
@@ -38,6 +39,22 @@ def publish(
             readonly=ro,
         )
     )
+
+
+def published(
+    csi: Clients,
+    driver: DriverProcess,
+    name: str,
+    cap: pb.VolumeCapability,
+    size: int = 64 * MIB,
+) -> tuple[pb.Volume, str, str]:
+    """A new volume pvc-<name>, staged and published for one pod as kubelet does:
+    (the volume, its staging path, the pod's target path). teardown() undoes it."""
+    vol = csi.controller.CreateVolume(create(f"pvc-{name}", cap, size)).volume
+    staging, target = kubelet_paths(driver, name)
+    stage(csi, vol.volume_id, staging, cap)
+    publish(csi, vol.volume_id, staging, target, cap)
+    return vol, staging, target
 
 
 def unpublish(csi: Clients, vol_id: str, target: str) -> None:

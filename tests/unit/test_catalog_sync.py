@@ -10,8 +10,9 @@ from pathlib import Path
 import pytest
 
 from csi_hostpath_selinux import catalog_sync
-from csi_hostpath_selinux.models import AccessType, Staging, StagingState, Volume, new_volume_id
+from csi_hostpath_selinux.models import StagingState
 from csi_hostpath_selinux.state import Catalog
+from tests.support.records import staging, volume
 
 
 class Syncs:
@@ -35,33 +36,6 @@ class Syncs:
             return len(self.wal)
 
 
-def volume(name: str) -> Volume:
-    return Volume(
-        id=new_volume_id(),
-        name=name,
-        kind="directory",
-        capacity_bytes=1 << 20,
-        access_type=AccessType.MOUNT,
-        fs_type="",
-        parameters={},
-        content_source=None,
-        ephemeral=False,
-        created_at=1.0,
-    )
-
-
-def staging(vol: Volume) -> Staging:
-    return Staging(
-        volume_id=vol.id,
-        staging_path="/staging",
-        label=None,
-        flags=(),
-        device="",
-        access_type=AccessType.MOUNT,
-        state=StagingState.PENDING,
-    )
-
-
 def test_a_volume_row_is_synced_before_a_mount_record_commit_returns(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -74,7 +48,7 @@ def test_a_volume_row_is_synced_before_a_mount_record_commit_returns(
     vol = volume("pvc-1")
     cat.add_volume(vol)
     assert syncs.count() == start, "CreateVolume's commit waited for the disk"
-    cat.put_staging(staging(vol))
+    cat.put_staging(staging(vol.id, "/staging", StagingState.PENDING))
     assert syncs.count() == start + 1, (
         "the staging record returned before the volume's row was synced"
     )

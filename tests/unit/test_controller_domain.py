@@ -38,8 +38,6 @@ from csi_hostpath_selinux.models import (
     HealthStatus,
     Snapshot,
     SourceType,
-    Staging,
-    StagingState,
     Volume,
     new_snapshot_id,
 )
@@ -47,6 +45,7 @@ from csi_hostpath_selinux.mounting import NodeVolumes
 from csi_hostpath_selinux.state import Catalog
 from csi_hostpath_selinux.volumes import CapacityRange, VolumeManager
 from tests.support.domain import fake_node
+from tests.support.records import staging
 
 MIB = 1024 * 1024
 MOUNT = Capability(access_type=AccessType.MOUNT, access_mode=AccessMode.SINGLE_NODE_WRITER)
@@ -206,17 +205,7 @@ def test_delete_removes_the_storage_and_is_idempotent(ctl: Controller) -> None:
 
 def test_delete_of_a_staged_volume_is_refused(ctl: Controller) -> None:
     vol = ctl.create("pvc-a")
-    ctl.catalog.put_staging(
-        Staging(
-            volume_id=vol.id,
-            staging_path="/s",
-            label=None,
-            flags=(),
-            device="",
-            access_type=AccessType.MOUNT,
-            state=StagingState.READY,
-        )
-    )
+    ctl.catalog.put_staging(staging(vol.id, "/s"))
     with pytest.raises(FailedPrecondition, match="still staged at /s"):
         ctl.volumes.delete(vol.id, {})
     assert ctl.data(vol).exists()

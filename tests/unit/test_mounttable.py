@@ -13,6 +13,7 @@ from csi_hostpath_selinux.errors import InvalidArgument
 from csi_hostpath_selinux.fake_mounts import FakeMounter
 from csi_hostpath_selinux.models import AccessType, Staging
 from csi_hostpath_selinux.mounttable import MountView
+from tests.support import records
 
 
 @pytest.fixture
@@ -35,14 +36,7 @@ def staged(kubelet: Path, fake: FakeMounter, name: str) -> Staging:
     staging = kubelet / "plugins" / name
     staging.mkdir()
     fake.mount(f"/dev/{name}", str(staging.resolve()), "ext4", [])
-    return Staging(
-        volume_id=f"vol-{name}",
-        staging_path=str(staging),
-        label=None,
-        flags=(),
-        device="",
-        access_type=AccessType.MOUNT,
-    )
+    return records.staging(f"vol-{name}", str(staging))
 
 
 def test_a_mount_below_a_symlinked_kubelet_dir_is_found(kubelet: Path) -> None:

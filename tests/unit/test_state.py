@@ -15,31 +15,15 @@ from csi_hostpath_selinux.models import (
     ContentSource,
     GroupMember,
     GroupSnapshot,
-    Publication,
     Snapshot,
     SourceType,
     Staging,
     StagingState,
     Volume,
     new_snapshot_id,
-    new_volume_id,
 )
 from csi_hostpath_selinux.state import Catalog, CatalogError
-
-
-def volume(name: str) -> Volume:
-    return Volume(
-        id=new_volume_id(),
-        name=name,
-        kind="image",
-        capacity_bytes=1 << 30,
-        access_type=AccessType.MOUNT,
-        fs_type="ext4",
-        parameters={"kind": "image"},
-        content_source=None,
-        ephemeral=False,
-        created_at=1.5,
-    )
+from tests.support.records import publication, staging, volume
 
 
 def test_volume_round_trip_and_reopen(tmp_path: Path) -> None:
@@ -105,15 +89,7 @@ def test_stagings_publications_snapshots(tmp_path: Path) -> None:
     assert cat.stagings(vol.id) == [st]
     cat.put_staging(replace(st, state=StagingState.READY))
     assert cat.stagings()[0].state is StagingState.READY
-    pub = Publication(
-        volume_id=vol.id,
-        target_path="/t",
-        staging_path="/s",
-        read_only=True,
-        label=None,
-        flags=(),
-        access_mode=AccessMode.SINGLE_NODE_MULTI_WRITER,
-    )
+    pub = publication(vol.id, "/t", "/s", AccessMode.SINGLE_NODE_MULTI_WRITER, read_only=True)
     cat.put_publication(pub)
     assert cat.publications(vol.id) == [pub]
     cat.remove_publication(vol.id, "/t")
@@ -182,27 +158,8 @@ def test_a_catalog_from_before_snapshot_modes_opens_and_records_them(tmp_path: P
 def test_claims_are_the_path_and_its_parents_by_whole_components(tmp_path: Path) -> None:
     catalog = Catalog(tmp_path / "c.sqlite")
     try:
-        st = Staging(
-            volume_id="vol-a",
-            staging_path="/k/plugins/a",
-            label=None,
-            flags=(),
-            device="",
-            access_type=AccessType.MOUNT,
-            state=StagingState.READY,
-        )
-        catalog.put_staging(st)
-        pub = Publication(
-            volume_id="vol-b",
-            target_path="/k/pods/p/mount",
-            staging_path="/k/plugins/b",
-            read_only=False,
-            label=None,
-            flags=(),
-            access_mode=AccessMode.SINGLE_NODE_WRITER,
-            device="",
-        )
-        catalog.put_publication(pub)
+        catalog.put_staging(staging("vol-a", "/k/plugins/a"))
+        catalog.put_publication(publication("vol-b", "/k/pods/p/mount", "/k/plugins/b"))
         assert catalog.claims("/k/plugins/a") == [("vol-a", "/k/plugins/a")]
         assert catalog.claims("/k/plugins/a/inner") == [("vol-a", "/k/plugins/a")]
         assert catalog.claims("/k/plugins/ab") == []
@@ -380,16 +337,9 @@ def test_content_sources_and_access_modes_are_typed_and_stored_as_before(tmp_pat
         plain = volume("p")
         for vol in (restored, clone, plain):
             catalog.add_volume(vol)
-        pub = Publication(
-            volume_id=plain.id,
-            target_path="/t",
-            staging_path="/s",
-            read_only=False,
-            label=None,
-            flags=(),
-            access_mode=AccessMode.SINGLE_NODE_SINGLE_WRITER,
+        catalog.put_publication(
+            publication(plain.id, "/t", "/s", AccessMode.SINGLE_NODE_SINGLE_WRITER)
         )
-        catalog.put_publication(pub)
         assert [catalog.volume(v.id) for v in (restored, clone, plain)] == [restored, clone, plain]
         (read,) = catalog.publications()
         assert read.access_mode is AccessMode.SINGLE_NODE_SINGLE_WRITER
