@@ -6,7 +6,6 @@ import contextlib
 import os
 import subprocess
 import sys
-import threading
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
@@ -16,6 +15,7 @@ import grpc
 
 from csi_hostpath_selinux._proto import csi_pb2 as pb
 from csi_hostpath_selinux._proto import csi_pb2_grpc as rpc
+from tests.support.background import Background
 from tests.support.driver import cleanup_under
 
 
@@ -205,33 +205,24 @@ def rss_mib(pid: int) -> float:
     return sum(_vm_rss_kib(p) for p in [pid, *children]) / 1024
 
 
-class RssSampler:
+class RssSampler(Background):
     """Samples the driver's memory in a background thread.
 
     `peak` is the largest VmRSS of the driver with all its descendants (mkfs, losetup, mount
     helpers it forks); `peak_own` that of the driver process alone."""
 
     def __init__(self, pid: int, interval: float = 0.05) -> None:
+        super().__init__()
         self.pid = pid
         self.interval = interval
         self.samples: list[float] = []
         self.own: list[float] = []
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
 
-    def _run(self) -> None:
-        while not self._stop.is_set():
+    def run(self) -> None:
+        while not self.stop.is_set():
             self.samples.append(rss_mib(self.pid))
             self.own.append(_vm_rss_kib(self.pid) / 1024)
-            self._stop.wait(self.interval)
-
-    def __enter__(self) -> RssSampler:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._thread.join()
+            self.stop.wait(self.interval)
 
     @property
     def peak(self) -> float:
