@@ -5,7 +5,7 @@ pod on it to register the driver, and starts a node shell: a privileged, hostPID
 node (the `kubectl debug node/...` pattern) through which the tests read the guest's
 mountinfo, loop devices and kernel log with `nsenter -t 1`. `leave()` undoes all of it.
 `reboot()` restarts the node with its disks kept and waits until kubelet, the node shell and the
-driver are back.
+driver are back; `power_cut()` does the same after the VM lost its power (QEMU killed).
 """
 
 from __future__ import annotations
@@ -157,20 +157,34 @@ class SelinuxNode:
         a reboot), call while_down while the machine is off, boot the same disks again, and wait
         until the node is Ready and the node shell and the driver run in new containers (kubelet
         restarted them itself). Returns timings."""
+
+        def restart() -> None:
+            self.sh("touch /run/node-reboot")
+            self.vm.reboot(while_down=while_down)
+
+        return self._restart("rebooted", restart)
+
+    def power_cut(self, while_down: Callable[[], None] | None = None) -> dict[str, float]:
+        """Cut the node's power with its pods running (NodeVM.power_cut: QEMU SIGKILLed, nothing
+        in the guest is stopped, unmounted or synced), call while_down while the machine is off,
+        boot the same disks again, and wait as reboot() does. Returns timings."""
+        return self._restart("power cut", lambda: self.vm.power_cut(while_down=while_down))
+
+    def _restart(self, what: str, restart: Callable[[], None]) -> dict[str, float]:
         t0 = time.monotonic()
         timings: dict[str, float] = {}
         shell, driver = self.shell_container(), self.driver_container()
         assert shell and driver, (shell, driver)
-        self.sh("touch /run/node-reboot")
-        self.vm.reboot(while_down=while_down)
+        restart()
         timings["guest down, QEMU started again"] = time.monotonic() - t0
         self.vm.wait_console(MARK_UP, 900)
         timings["guest up (kubelet started)"] = time.monotonic() - t0
         if self.vm.enforce != "Enforcing":
             raise AssertionError(
-                f"after the reboot the node runs {self.vm.enforce}:\n{self.vm.console_tail()}"
+                f"after the {what} the node runs {self.vm.enforce}:\n{self.vm.console_tail()}"
             )
-        wait(f"node {NODE_NAME} Ready after the reboot", self.node_ready, 600, self.diagnose)
+        wait(f"node {NODE_NAME} Ready after the {what}", self.node_ready, 600, self.diagnose)
+        timings["node Ready"] = time.monotonic() - t0
         wait(
             "the node shell running again (a new container)",
             lambda: self.shell_container() not in ("", shell),
@@ -178,15 +192,51 @@ class SelinuxNode:
             self.diagnose,
         )
         timings["node shell back"] = time.monotonic() - t0
+
+        def driver_back() -> bool:
+            failed = self.driver_failure()
+            if failed:
+                raise AssertionError(f"after the {what} the driver {failed}")
+            return self.driver_container() not in ("", driver)
+
         wait(
-            "the driver running and Ready again (a new container)",
-            lambda: self.driver_container() not in ("", driver),
-            900,
-            self.diagnose,
+            "the driver running and Ready again (a new container)", driver_back, 900, self.diagnose
         )
         timings["driver Ready"] = time.monotonic() - t0
-        print(f"\nSELinux VM node rebooted: {timings}", file=sys.stderr)
+        wait("the driver registered (CSINode)", self.driver_registered, 300, self.diagnose)
+        print(f"\nSELinux VM node {what}: {timings}", file=sys.stderr)
         return timings
+
+    def driver_failure(self) -> str:
+        """How the VM node's driver container last failed, with its log ("" if it did not): a
+        driver that refuses its state directory exits (status 3) and would otherwise only show
+        as a Ready that never comes."""
+        pod = self.driver_pod()
+        status = self.cluster.kubectl_json("-n", NAMESPACE, "get", "pod", pod)["status"]
+        for container in status.get("containerStatuses", []):
+            if container["name"] != DRIVER_CONTAINER:
+                continue
+            for state in (container.get("state", {}), container.get("lastState", {})):
+                ended = state.get("terminated")
+                # 137/143: killed (SIGKILL/SIGTERM); 255 (reason Unknown): the container of the
+                # boot before, as kubelet reports it after the machine restarted.
+                if ended and ended.get("exitCode") not in (0, 137, 143, 255):
+                    log = self.cluster.kubectl(
+                        "-n",
+                        NAMESPACE,
+                        "logs",
+                        pod,
+                        "-c",
+                        DRIVER_CONTAINER,
+                        "--previous",
+                        check=False,
+                        timeout=60,
+                    )
+                    return (
+                        f"exited with status {ended.get('exitCode')} "
+                        f"({ended.get('reason')}); its log:\n{log.stdout[-3000:]}"
+                    )
+        return ""
 
     def node_ready(self) -> bool:
         out = self.cluster.kubectl(

@@ -21,7 +21,8 @@ with debugfs after power-off. The guest's root is a qcow2 overlay thrown away af
 
 reboot() restarts the machine the way a node reboots: the guest shuts down (guest init,
 /run/node-reboot), QEMU (-no-reboot) exits, and a new QEMU boots the same root overlay, payload
-and results disks. The console log keeps both boots, one after the other.
+and results disks. power_cut() is the node losing power: QEMU is killed with SIGKILL while the
+guest runs, and the same disks boot again. The console log keeps both boots, one after the other.
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ import contextlib
 import json
 import os
 import shutil
+import signal
 import subprocess
 import threading
 import time
@@ -345,6 +347,17 @@ state = "/run/containerd"
             str(image.initrd),
             "-append",
             append,
+            # The disks use QEMU's default cache mode, cache=writeback: QEMU writes what the guest
+            # writes to the host file with plain pwrite (no O_DIRECT), so it is in the host's page
+            # cache as soon as the guest's request completes, and it fdatasyncs the file when the
+            # guest flushes (virtio-blk announces a volatile write cache, so the guest's kernel
+            # sends a flush for fsync and for every journal commit). The qcow2 overlay's own
+            # metadata (L2 tables, refcounts), held in QEMU's memory for new clusters, is written
+            # at such a flush too, in an order that keeps the image consistent. The host's page
+            # cache outlives QEMU, so a SIGKILL of QEMU (power_cut) loses exactly what a power cut
+            # loses on a disk with a write cache: the guest's page cache, and writes the guest did
+            # not flush (which may or may not have reached the file); everything the guest
+            # flushed is kept. cache=unsafe would ignore the guest's flushes and is not used.
             "-drive",
             f"file={overlay},format=qcow2,if=virtio",
             "-drive",
@@ -388,18 +401,40 @@ state = "/run/containerd"
                 f"the guest did not go down for its reboot within {timeout:.0f} s:\n"
                 f"{self.console_tail()}"
             ) from exc
-        if self._reader is not None:
-            self._reader.join(timeout=30)
-        if self.proc.stdout is not None and not self._reader_alive():
-            self.proc.stdout.close()
+        self._console_closed()
         if not any(MARK_REBOOTING in line for line in self.console[self.boot_start :]):
             raise NodeVMError(
                 f"QEMU exited ({self.proc.returncode}) without the guest's reboot:\n"
                 f"{self.console_tail()}"
             )
-        self.console.append(f"=== host: QEMU exited ({self.proc.returncode}); booting again ===")
+        self._boot_again(
+            f"=== host: QEMU exited ({self.proc.returncode}); booting again ===", while_down
+        )
+
+    def power_cut(self, while_down: Callable[[], None] | None = None) -> None:
+        """The node loses power: QEMU's process group (QEMU and its guestfwd's socat) is killed
+        with SIGKILL while the guest runs: no shutdown, no sync, the guest's memory gone; what
+        QEMU had written to the disk files is kept (see the -drive comment in boot()). Then
+        while_down, then the same disks boot again. Returns once QEMU runs again; wait for
+        MARK_UP with wait_console."""
+        assert self.proc is not None and self.running(), "power_cut() of a VM that is not running"
+        os.killpg(self.proc.pid, signal.SIGKILL)
+        self.proc.wait(timeout=60)
+        self._console_closed()
+        self._boot_again("=== host: power cut ===", while_down)
+
+    def _console_closed(self) -> None:
+        """After QEMU exited: let the console reader drain its pipe, then close the pipe."""
+        assert self.proc is not None
+        if self._reader is not None:
+            self._reader.join(timeout=30)
+        if self.proc.stdout is not None and not self._reader_alive():
+            self.proc.stdout.close()
+
+    def _boot_again(self, note: str, while_down: Callable[[], None] | None) -> None:
+        self.console.append(note)
         with (self.work / "console.log").open("a") as out:
-            out.write(self.console[-1] + "\n")
+            out.write(note + "\n")
         if while_down is not None:
             while_down()
         self._start_qemu()

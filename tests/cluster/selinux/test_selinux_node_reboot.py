@@ -12,23 +12,25 @@ catalog whose stagings and publications have no mounts any more.
 
 from __future__ import annotations
 
-import json
-from collections.abc import Callable
 from typing import Any
 
 from tests.cluster.cluster import Cluster
-from tests.cluster.deploy import DRIVER_CONTAINER, NAMESPACE
 from tests.cluster.kube import namespace, pvc
 from tests.cluster.selinux.node import SelinuxNode
+from tests.cluster.selinux.restart_checks import (
+    check_labelled_after_boot,
+    delete_and_check_nothing_left,
+    driver_state,
+    records,
+    wait_restarted,
+)
 from tests.cluster.selinux.test_selinux_node import (
     CLASSES,
     LEVEL,
     POD_TIMEOUT,
-    PROCESS_TYPE,
     app_pod,
     denials_for,
     label,
-    requests,
     volume_mounts,
     volume_of,
 )
@@ -43,36 +45,9 @@ CLAIMS = {
 GONE = "gone"
 
 
-def driver_state(node: SelinuxNode) -> dict[str, Any]:
-    """The driver's catalog as an operator reads it: `csi-hostpath-selinux state` (read-only)
-    in the driver container."""
-    out = node.cluster.kubectl(
-        "-n",
-        NAMESPACE,
-        "exec",
-        node.driver_pod(),
-        "-c",
-        DRIVER_CONTAINER,
-        "--",
-        "csi-hostpath-selinux",
-        "state",
-        timeout=60,
-    ).stdout
-    state: dict[str, Any] = json.loads(out)
-    return state
-
-
-def records(state: dict[str, Any], volume_ids: set[str]) -> tuple[set[str], set[str]]:
-    """The staging paths and target paths the catalog holds for these volumes."""
-    stagings = {s["staging_path"] for s in state["stagings"] if s["volume_id"] in volume_ids}
-    targets = {p["target_path"] for p in state["publications"] if p["volume_id"] in volume_ids}
-    return stagings, targets
-
-
 def test_node_reboot_pods_come_back_with_data_and_labels(
     cluster: Cluster, selinux_node: SelinuxNode
 ) -> None:
-    want = f'context="{label(LEVEL)}"'
     with namespace(cluster, "selinux-reboot") as kube:
         objects: list[dict[str, Any]] = []
         for claim, (storage_class, size, access) in CLAIMS.items():
@@ -108,20 +83,8 @@ def test_node_reboot_pods_come_back_with_data_and_labels(
         print(f"reboot timings: {timings}")
 
         # The same pods (same UID) run again, restarted by kubelet, with their data.
-        def restarted(pod: str) -> Callable[[], bool]:
-            """The pod's container runs and is ready again, a new one (kubelet restarted it)."""
-            return lambda: (
-                selinux_node.container_id(kube.ns, pod, "app")
-                not in (
-                    "",
-                    containers[pod],
-                )
-            )
-
         for claim in CLAIMS:
-            kube.wait(
-                f"pod {claim} restarted after the reboot", restarted(claim), POD_TIMEOUT, claim
-            )
+            wait_restarted(selinux_node, kube, claim, containers[claim])
             assert kube.get("pod", claim)["metadata"]["uid"] == uids[claim]
             assert kube.exec(claim, "cat", "/data/f").strip() == f"before-the-reboot-{claim}"
         kube.wait(
@@ -132,29 +95,20 @@ def test_node_reboot_pods_come_back_with_data_and_labels(
         )
 
         # The labels: what kubelet sent the new driver, what the kernel mounted, what the
-        # container sees and runs as; one staging mount per volume, no doubles.
-        log = selinux_node.driver_log()
-        recovery = [line for line in log.splitlines() if "start-up reconciliation" in line]
+        # container sees and runs as; the same mount points as before, one staging mount per
+        # volume, no doubles.
+        recovery = [
+            line
+            for line in selinux_node.driver_log().splitlines()
+            if "start-up reconciliation" in line
+        ]
         print(f"the driver after the boot: {recovery}")
         for claim in CLAIMS:
             pv_name, volume_id = volumes[claim]
-            stage = requests(log, "NodeStageVolume", volume_id)
-            publish = requests(log, "NodePublishVolume", volume_id)
-            print(f"{claim} after the boot: NodeStage {stage}, NodePublish {publish}")
-            assert stage and all(flags == [want] for flags in stage), stage
-            assert publish and all(flags == [want] for flags in publish), publish
-            mounts = volume_mounts(selinux_node, pv_name, uids[claim])
-            print(f"{claim} mounts after the boot: {mounts}")
+            mounts = check_labelled_after_boot(
+                selinux_node, kube, claim, pv_name, volume_id, uids[claim]
+            )
             assert sorted(mounts) == sorted(mounts_before[claim]), (mounts_before[claim], mounts)
-            assert len([p for p in mounts if p.endswith("/globalmount")]) == 1, mounts
-            assert all(want in options for options in mounts.values()), mounts
-            listing = kube.exec(claim, "ls", "-Zd", "/data", "/data/f")
-            print(f"ls -Zd in {claim}:\n{listing}")
-            assert all(line.split()[0] == label(LEVEL) for line in listing.splitlines()), listing
-            process = kube.exec(claim, "cat", "/proc/1/attr/current").strip("\0\n ")
-            assert process == f"system_u:system_r:{PROCESS_TYPE}:{LEVEL}", process
-            kube.exec(claim, "sh", "-c", "echo after-the-reboot > /data/g && sync")
-            assert kube.exec(claim, "cat", "/data/g").strip() == "after-the-reboot"
         assert denials_for(selinux_node, LEVEL) == []
 
         # The catalog holds exactly what is mounted: the three pods' stagings and publications,
@@ -181,29 +135,4 @@ def test_node_reboot_pods_come_back_with_data_and_labels(
 
         # Then the user deletes everything: NodeUnstage and DeleteVolume succeed, nothing is
         # left of the volumes on the node or in the catalog.
-        kube.delete(*(f"pod/{c}" for c in CLAIMS), *(f"pvc/{c}" for c in pods))
-        pv_names = [pv for pv, _ in volumes.values()]
-        kube.wait(
-            "the claims' volumes deleted",
-            lambda: all(
-                cluster.kubectl("get", "pv", pv, check=False).returncode != 0 for pv in pv_names
-            ),
-            300,
-        )
-        state = driver_state(selinux_node)
-        assert records(state, ids) == (set(), set())
-        assert [v["id"] for v in state["volumes"] if v["id"] in ids] == []
-        left = [
-            line
-            for line in selinux_node.mountinfo()
-            if any(pv in line for pv in pv_names) or any(volume_id in line for volume_id in ids)
-        ]
-        assert left == [], left
-        loops = [
-            line
-            for line in selinux_node.sh("losetup -a").splitlines()
-            if any(volume_id in line for volume_id in ids)
-        ]
-        assert loops == [], loops
-        files = selinux_node.sh("ls -A /var/lib/csi-hostpath-selinux/volumes").split()
-        assert [f for f in files if any(volume_id in f for volume_id in ids)] == [], files
+        delete_and_check_nothing_left(cluster, selinux_node, kube, list(CLAIMS), pods, volumes)
