@@ -46,13 +46,15 @@ def test_refuses_to_remove_a_file_that_is_not_a_socket(tmp_path: Path) -> None:
 
 
 SYS_TGKILL = 234  # x86_64: send a signal to one thread of a process
+#: Threads Python starts keep the process's name (python, python3: the interpreter's file name).
+MAIN_NAME = "the main thread's name"
 
 
 @pytest.mark.parametrize(
     ("signum", "thread_name"),
     [
         (signal.SIGTERM, "grpc_global_tim"),  # gRPC core's timer thread
-        (signal.SIGTERM, "python"),  # a thread the driver started (catalog sync, the server's)
+        (signal.SIGTERM, MAIN_NAME),  # a thread the driver started (catalog sync, the server's)
         (signal.SIGINT, "event_engine"),  # gRPC core's event engine pool
     ],
     ids=["SIGTERM-grpc-timer", "SIGTERM-python-thread", "SIGINT-grpc-event-engine"],
@@ -82,6 +84,8 @@ def deliver_to_thread(pid: int, name: str, signum: int) -> int:
     """Send signum to one thread of pid named name, not the main one; return its id. A pool
     thread may end between listing and signalling: then the next one of that name."""
     libc = ctypes.CDLL(None, use_errno=True)
+    if name == MAIN_NAME:
+        name = Path(f"/proc/{pid}/comm").read_text().strip()
     seen = {}
     for tid in sorted(int(t) for t in os.listdir(f"/proc/{pid}/task")):
         try:
