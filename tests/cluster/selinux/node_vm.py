@@ -40,7 +40,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from tests.cluster.cluster import SERVICE_IP, Cluster
+from tests.cluster.cluster import SERVICE_IP, Cluster, bridge_conflist
 from tests.e2e import vm
 
 HERE = Path(__file__).resolve().parent
@@ -194,28 +194,7 @@ state = "/run/containerd"
     bin_dir = "/payload/cni"
     conf_dir = "/etc/cni/net.d"
 """)
-        (node / "10-bridge.conflist").write_text(
-            json.dumps(
-                {
-                    "cniVersion": "1.0.0",
-                    "name": "pods",
-                    "plugins": [
-                        {
-                            "type": "bridge",
-                            "bridge": "cni0",
-                            "isGateway": True,
-                            "ipMasq": False,
-                            "hairpinMode": True,
-                            "ipam": {
-                                "type": "host-local",
-                                "ranges": [[{"subnet": POD_CIDR}]],
-                                "routes": [{"dst": "0.0.0.0/0"}],
-                            },
-                        }
-                    ],
-                }
-            )
-        )
+        (node / "10-bridge.conflist").write_text(bridge_conflist(POD_CIDR))
         (node / "env").write_text(
             f"NODE_NAME={NODE_NAME}\nNODE_IP={NODE_IP}\nGUEST_ADDR={GUEST_ADDR}\n"
             f"GUEST_GATEWAY={GUEST_GATEWAY}\nGUEST_PREFIX={GUEST_NET.split('/')[1]}\n"
