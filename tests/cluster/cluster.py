@@ -768,21 +768,25 @@ disabled_plugins = ["io.containerd.internal.v1.opt", "io.containerd.snapshotter.
             ],
         )
 
-    def _wait_node_ready(self) -> None:
-        def ready() -> bool:
-            out = self.kubectl(
-                "get",
-                "node",
-                NODE_NAME,
-                "-o",
-                "jsonpath={.status.conditions[?(@.type=='Ready')].status}",
-                check=False,
-                timeout=10,
-            )
-            return out.stdout.strip() == "True"
+    def node_ready(self, name: str, timeout: float) -> bool:
+        """Whether the node's Ready condition is True (False also when kubectl fails)."""
+        out = self.kubectl(
+            "get",
+            "node",
+            name,
+            "-o",
+            "jsonpath={.status.conditions[?(@.type=='Ready')].status}",
+            check=False,
+            timeout=timeout,
+        )
+        return out.stdout.strip() == "True"
 
+    def _wait_node_ready(self) -> None:
         self._wait(
-            f"node {NODE_NAME} Ready", ready, 120, ("kubelet", "containerd", "kube-apiserver")
+            f"node {NODE_NAME} Ready",
+            lambda: self.node_ready(NODE_NAME, timeout=10),
+            120,
+            ("kubelet", "containerd", "kube-apiserver"),
         )
 
     # --- stop -----------------------------------------------------------------------------

@@ -239,16 +239,7 @@ class SelinuxNode:
         return ""
 
     def node_ready(self) -> bool:
-        out = self.cluster.kubectl(
-            "get",
-            "node",
-            NODE_NAME,
-            "-o",
-            "jsonpath={.status.conditions[?(@.type=='Ready')].status}",
-            check=False,
-            timeout=20,
-        )
-        return out.stdout.strip() == "True"
+        return self.cluster.node_ready(NODE_NAME, timeout=20)
 
     def diagnose(self) -> str:
         pods = self.cluster.kubectl("get", "pods", "-A", "-o", "wide", check=False).stdout
