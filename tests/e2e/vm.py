@@ -31,6 +31,8 @@ from typing import IO, Protocol
 HERE = Path(__file__).resolve().parent
 IMAGE_DIR = HERE / "image"
 GUEST_DIR = HERE / "guest"
+#: Shell functions every guest init sources (as /payload/guest_lib.sh).
+GUEST_LIB = HERE / "guest_lib.sh"
 REPO_ROOT = HERE.parent.parent
 
 CACHE_ENV = "CSI_E2E_CACHE"
@@ -303,8 +305,7 @@ def build_payload(work: Path, log: Sink, repo: Path = REPO_ROOT) -> Path:
     for path in GUEST_DIR.iterdir():
         if path.is_file() and path.suffix in (".py", ".sh"):
             shutil.copy2(path, tests / path.name)
-    shutil.copy2(GUEST_DIR / "init.sh", tree / "init.sh")
-    (tree / "init.sh").chmod(0o755)
+    install_init(tree, GUEST_DIR / "init.sh")
     guest_args = os.environ.get(GUEST_ARGS_ENV, "").split()
     if guest_args:
         # Whitespace-separated pytest arguments for the guest (a file, -k EXPR, -x ...).
@@ -313,6 +314,14 @@ def build_payload(work: Path, log: Sink, repo: Path = REPO_ROOT) -> Path:
     image.unlink(missing_ok=True)
     _run(["mkfs.ext4", "-q", "-L", "e2e-payload", "-d", str(tree), str(image), "1G"], log)
     return image
+
+
+def install_init(tree: Path, script: Path) -> None:
+    """Put a guest init into a payload tree: script as init.sh (the image's stub execs
+    /payload/init.sh) and the shell library it sources, /payload/guest_lib.sh."""
+    shutil.copy2(script, tree / "init.sh")
+    (tree / "init.sh").chmod(0o755)
+    shutil.copy2(GUEST_LIB, tree / "guest_lib.sh")
 
 
 def make_results_disk(

@@ -225,8 +225,7 @@ state = "/run/containerd"
             if name in GUEST_IMAGES:
                 place(archive.archive, tree / "images" / f"{name}.tar")
         self._configs(tree / "node")
-        shutil.copy2(HERE / "guest" / "node-init.sh", tree / "init.sh")
-        (tree / "init.sh").chmod(0o755)
+        vm.install_init(tree, HERE / "guest" / "node-init.sh")
         image = self.work / "payload.img"
         image.unlink(missing_ok=True)
         megabytes = size // 2**20 * 11 // 10 + 128
