@@ -6,20 +6,14 @@ set -u
 export PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
 export HOME=/root LANG=C.UTF-8 PYTHONDONTWRITEBYTECODE=1
 
+. /payload/guest_lib.sh
+
 finish() {
     echo "E2E-RESULT: exit=$1"
-    sync
-    umount /results 2>/dev/null
-    echo o >/proc/sysrq-trigger
-    sleep 60
+    guest_halt o
 }
 
-mountpoint -q /sys || mount -t sysfs sysfs /sys
-mount -t tmpfs -o mode=0755 tmpfs /run
-mount -t tmpfs tmpfs /tmp
-mount -t selinuxfs selinuxfs /sys/fs/selinux
-mkdir -p /results
-mount -t ext4 /dev/vdc /results || finish 90
+guest_early_mounts || finish 90
 if ! load_policy -i; then
     echo "E2E-ENFORCE: Disabled reason=load_policy failed"
     finish 91

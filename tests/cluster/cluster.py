@@ -86,6 +86,31 @@ def host_sysctls() -> dict[str, str]:
     return {s: Path("/proc/sys", s).read_text().strip() for s in KUBELET_SYSCTLS}
 
 
+def bridge_conflist(subnet: str) -> str:
+    """The CNI config of a node's pod network: a cni0 bridge that is the pods' gateway, no
+    masquerading, addresses from subnet (one per node)."""
+    return json.dumps(
+        {
+            "cniVersion": "1.0.0",
+            "name": "pods",
+            "plugins": [
+                {
+                    "type": "bridge",
+                    "bridge": "cni0",
+                    "isGateway": True,
+                    "ipMasq": False,
+                    "hairpinMode": True,
+                    "ipam": {
+                        "type": "host-local",
+                        "ranges": [[{"subnet": subnet}]],
+                        "routes": [{"dst": "0.0.0.0/0"}],
+                    },
+                }
+            ],
+        }
+    )
+
+
 def _ns_inode(pid: int, kind: str) -> int | None:
     try:
         return os.stat(f"/proc/{pid}/ns/{kind}").st_ino
@@ -622,26 +647,7 @@ disabled_plugins = ["io.containerd.internal.v1.opt", "io.containerd.snapshotter.
     conf_dir = "/etc/cni/net.d"
 """)
         (self.private("/etc/cni") / "net.d" / "10-bridge.conflist").write_text(
-            json.dumps(
-                {
-                    "cniVersion": "1.0.0",
-                    "name": "pods",
-                    "plugins": [
-                        {
-                            "type": "bridge",
-                            "bridge": "cni0",
-                            "isGateway": True,
-                            "ipMasq": False,
-                            "hairpinMode": True,
-                            "ipam": {
-                                "type": "host-local",
-                                "ranges": [[{"subnet": POD_CIDR}]],
-                                "routes": [{"dst": "0.0.0.0/0"}],
-                            },
-                        }
-                    ],
-                }
-            )
+            bridge_conflist(POD_CIDR)
         )
         shim_dir = str(Path(self.components.binary("containerd-shim-runc-v2")).parent)
         self.start_process(
@@ -762,21 +768,25 @@ disabled_plugins = ["io.containerd.internal.v1.opt", "io.containerd.snapshotter.
             ],
         )
 
-    def _wait_node_ready(self) -> None:
-        def ready() -> bool:
-            out = self.kubectl(
-                "get",
-                "node",
-                NODE_NAME,
-                "-o",
-                "jsonpath={.status.conditions[?(@.type=='Ready')].status}",
-                check=False,
-                timeout=10,
-            )
-            return out.stdout.strip() == "True"
+    def node_ready(self, name: str, timeout: float) -> bool:
+        """Whether the node's Ready condition is True (False also when kubectl fails)."""
+        out = self.kubectl(
+            "get",
+            "node",
+            name,
+            "-o",
+            "jsonpath={.status.conditions[?(@.type=='Ready')].status}",
+            check=False,
+            timeout=timeout,
+        )
+        return out.stdout.strip() == "True"
 
+    def _wait_node_ready(self) -> None:
         self._wait(
-            f"node {NODE_NAME} Ready", ready, 120, ("kubelet", "containerd", "kube-apiserver")
+            f"node {NODE_NAME} Ready",
+            lambda: self.node_ready(NODE_NAME, timeout=10),
+            120,
+            ("kubelet", "containerd", "kube-apiserver"),
         )
 
     # --- stop -----------------------------------------------------------------------------

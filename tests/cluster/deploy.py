@@ -10,9 +10,6 @@ when the build delivered the snapshot-controller image.
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -22,6 +19,7 @@ from typing import Any
 import yaml
 
 from tests.cluster.cluster import NODE_NAME, Cluster
+from tests.support.go_modules import go_module_dir
 
 REPO = Path(__file__).resolve().parents[2]
 MANIFESTS = REPO / "deploy" / "kubernetes"
@@ -64,23 +62,6 @@ def driver_manifests(driver_ref: str) -> list[dict[str, Any]]:
             f"expected one {DRIVER_CONTAINER} container in the DaemonSet, found {replaced}"
         )
     return objects
-
-
-def go_module_dir(module: str) -> Path:
-    with tempfile.TemporaryDirectory() as tmp:
-        proc = subprocess.run(
-            ["go", "mod", "download", "-json", module],
-            cwd=tmp,
-            capture_output=True,
-            text=True,
-            check=False,
-            env={**os.environ, "GOFLAGS": "-mod=mod"},
-            timeout=300,
-        )
-    info = json.loads(proc.stdout or "{}")
-    if proc.returncode != 0 or not info.get("Dir"):
-        raise RuntimeError(f"go mod download {module}: {info.get('Error') or proc.stderr.strip()}")
-    return Path(info["Dir"])
 
 
 def snapshot_support(controller_ref: str) -> list[dict[str, Any]]:

@@ -25,7 +25,6 @@ import re
 import shutil
 import subprocess
 import sys
-import tempfile
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
@@ -36,6 +35,8 @@ import jsonschema
 import kubernetes_validate
 import pytest
 import yaml
+
+from tests.support.go_modules import GoModuleError, go_module_dir
 
 REPO = Path(__file__).resolve().parents[2]
 DEPLOY = REPO / "deploy"
@@ -115,26 +116,14 @@ def _strict(schema: Any) -> Any:
 
 def load_crd_schemas() -> dict[tuple[str, str], Obj]:
     """(apiVersion, kind) -> strict JSON schema, from the pinned snapshot CRDs (Go module cache)."""
-    go = find_tool("go")
-    with tempfile.TemporaryDirectory() as tmp:
-        proc = subprocess.run(
-            [go, "mod", "download", "-json", SNAPSHOT_CLIENT_MODULE],
-            cwd=tmp,
-            capture_output=True,
-            text=True,
-            check=False,
-            env={**os.environ, "GOFLAGS": "-mod=mod"},
-            timeout=300,
-        )
-    info = json.loads(proc.stdout or "{}")
-    if proc.returncode != 0 or info.get("Error") or not info.get("Dir"):
+    try:
+        module_dir = go_module_dir(SNAPSHOT_CLIENT_MODULE, go=find_tool("go"))
+    except GoModuleError as exc:
         pytest.fail(
-            f"cannot get {SNAPSHOT_CLIENT_MODULE}: {info.get('Error') or proc.stderr.strip()}; "
-            + INSTALL_HINT,
-            pytrace=False,
+            f"cannot get {SNAPSHOT_CLIENT_MODULE}: {exc.reason}; " + INSTALL_HINT, pytrace=False
         )
     schemas: dict[tuple[str, str], Obj] = {}
-    for crd_file in sorted((Path(info["Dir"]) / "config" / "crd").glob("*.yaml")):
+    for crd_file in sorted((module_dir / "config" / "crd").glob("*.yaml")):
         for crd in load_file(crd_file):
             if crd.get("kind") != "CustomResourceDefinition":
                 continue
@@ -145,7 +134,7 @@ def load_crd_schemas() -> dict[tuple[str, str], Obj]:
                     schema = version["schema"]["openAPIV3Schema"]
                     schemas[(f"{group}/{version['name']}", kind)] = _strict(schema)
     if not schemas:
-        pytest.fail(f"no CRDs found in {info['Dir']}/config/crd", pytrace=False)
+        pytest.fail(f"no CRDs found in {module_dir}/config/crd", pytrace=False)
     return schemas
 
 

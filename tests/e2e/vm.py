@@ -22,15 +22,17 @@ import sys
 import threading
 import time
 import xml.etree.ElementTree as ET
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Protocol
+from typing import IO, Protocol
 
 HERE = Path(__file__).resolve().parent
 IMAGE_DIR = HERE / "image"
 GUEST_DIR = HERE / "guest"
+#: Shell functions every guest init sources (as /payload/guest_lib.sh).
+GUEST_LIB = HERE / "guest_lib.sh"
 REPO_ROOT = HERE.parent.parent
 
 CACHE_ENV = "CSI_E2E_CACHE"
@@ -303,8 +305,7 @@ def build_payload(work: Path, log: Sink, repo: Path = REPO_ROOT) -> Path:
     for path in GUEST_DIR.iterdir():
         if path.is_file() and path.suffix in (".py", ".sh"):
             shutil.copy2(path, tests / path.name)
-    shutil.copy2(GUEST_DIR / "init.sh", tree / "init.sh")
-    (tree / "init.sh").chmod(0o755)
+    install_init(tree, GUEST_DIR / "init.sh")
     guest_args = os.environ.get(GUEST_ARGS_ENV, "").split()
     if guest_args:
         # Whitespace-separated pytest arguments for the guest (a file, -k EXPR, -x ...).
@@ -315,9 +316,20 @@ def build_payload(work: Path, log: Sink, repo: Path = REPO_ROOT) -> Path:
     return image
 
 
-def make_results_disk(path: Path, log: Sink) -> Path:
+def install_init(tree: Path, script: Path) -> None:
+    """Put a guest init into a payload tree: script as init.sh (the image's stub execs
+    /payload/init.sh) and the shell library it sources, /payload/guest_lib.sh."""
+    shutil.copy2(script, tree / "init.sh")
+    (tree / "init.sh").chmod(0o755)
+    shutil.copy2(GUEST_LIB, tree / "guest_lib.sh")
+
+
+def make_results_disk(
+    path: Path, log: Sink, label: str = "e2e-results", size: str = "256M"
+) -> Path:
+    """A fresh, empty ext4 disk image for what the guest leaves behind (its vdc)."""
     path.unlink(missing_ok=True)
-    _run(["mkfs.ext4", "-q", "-L", "e2e-results", str(path), "256M"], log)
+    _run(["mkfs.ext4", "-q", "-L", label, str(path), size], log)
     return path
 
 
@@ -331,6 +343,100 @@ def copy_results(disk: Path, dest: Path) -> None:
         timeout=120,
         check=False,
     )
+
+
+#: The guest kernel's command line. The image's init stub (/usr/local/sbin/e2e-init) mounts the
+#: payload disk and execs its init.sh; SELinux starts permissive, the payload's init switches it.
+KERNEL_APPEND = (
+    "console=ttyS0 root=/dev/vda rw init=/usr/local/sbin/e2e-init "
+    "security=selinux selinux=1 apparmor=0 enforcing=0 panic=-1 loglevel=4"
+)
+
+
+def create_overlay(image: VMImage, overlay: Path, log: Sink) -> Path:
+    """A fresh copy-on-write qcow2 overlay of the cached root image (the cache stays clean)."""
+    overlay.unlink(missing_ok=True)
+    _run(
+        [
+            "qemu-img",
+            "create",
+            "-q",
+            "-f",
+            "qcow2",
+            "-F",
+            "raw",
+            "-b",
+            str(image.root),
+            str(overlay),
+        ],
+        log,
+    )
+    return overlay
+
+
+def qemu_argv(
+    image: VMImage,
+    *,
+    memory_mb: int,
+    overlay: Path,
+    payload: Path,
+    results: Path,
+    network: list[str],
+) -> list[str]:
+    """The QEMU command that boots the image (TCG, 2 CPUs, serial console on stdout, -no-reboot)
+    with its three virtio disks, vda the root overlay, vdb the read-only payload, vdc the results
+    disk (the guest inits rely on these names), and the given network arguments.
+
+    The disks use QEMU's default cache mode, cache=writeback: QEMU writes what the guest writes to
+    the host file with plain pwrite (no O_DIRECT), so it is in the host's page cache as soon as
+    the guest's request completes, and it fdatasyncs the file when the guest flushes (virtio-blk
+    announces a volatile write cache, so the guest's kernel sends a flush for fsync and for every
+    journal commit). The qcow2 overlay's own metadata (L2 tables, refcounts), held in QEMU's
+    memory for new clusters, is written at such a flush too, in an order that keeps the image
+    consistent. The host's page cache outlives QEMU, so a SIGKILL of QEMU (the cluster node's
+    power_cut) loses exactly what a power cut loses on a disk with a write cache: the guest's page
+    cache, and writes the guest did not flush (which may or may not have reached the file);
+    everything the guest flushed is kept. cache=unsafe would ignore the guest's flushes and is not
+    used.
+    """
+    return [
+        "qemu-system-x86_64",
+        "-accel",
+        "tcg",
+        "-m",
+        str(memory_mb),
+        "-smp",
+        "2",
+        "-nographic",
+        "-no-reboot",
+        "-kernel",
+        str(image.kernel),
+        "-initrd",
+        str(image.initrd),
+        "-append",
+        KERNEL_APPEND,
+        "-drive",
+        f"file={overlay},format=qcow2,if=virtio",
+        "-drive",
+        f"file={payload},format=raw,if=virtio,readonly=on",
+        "-drive",
+        f"file={results},format=raw,if=virtio",
+        *network,
+    ]
+
+
+def follow_console(
+    stream: IO[bytes], lines: list[str], sinks: Sequence[Sink], on_line: Callable[[str], None]
+) -> None:
+    """Read a VM's serial console until QEMU closes it: each line, without its CRs, is appended
+    to lines, written and flushed to every sink, then handed to on_line."""
+    for raw in stream:
+        line = raw.decode(errors="replace").rstrip("\r\n").replace("\r", "")
+        lines.append(line)
+        for sink in sinks:
+            sink.write(line + "\n")
+            sink.flush()
+        on_line(line)
 
 
 def boot(
@@ -347,54 +453,17 @@ def boot(
     """
     if timeout is None:
         timeout = float(os.environ.get(TIMEOUT_ENV) or DEFAULT_BOOT_TIMEOUT)
-    overlay = work / "root-overlay.qcow2"
-    overlay.unlink(missing_ok=True)
     with (work / "harness.log").open("a") as hlog:
-        _run(
-            [
-                "qemu-img",
-                "create",
-                "-q",
-                "-f",
-                "qcow2",
-                "-F",
-                "raw",
-                "-b",
-                str(image.root),
-                str(overlay),
-            ],
-            hlog,
-        )
+        overlay = create_overlay(image, work / "root-overlay.qcow2", hlog)
         results = make_results_disk(work / "results.img", hlog)
-    append = (
-        "console=ttyS0 root=/dev/vda rw init=/usr/local/sbin/e2e-init "
-        "security=selinux selinux=1 apparmor=0 enforcing=0 panic=-1 loglevel=4"
+    argv = qemu_argv(
+        image,
+        memory_mb=2048,
+        overlay=overlay,
+        payload=payload,
+        results=results,
+        network=["-nic", "none"],
     )
-    argv = [
-        "qemu-system-x86_64",
-        "-accel",
-        "tcg",
-        "-m",
-        "2048",
-        "-smp",
-        "2",
-        "-nographic",
-        "-nic",
-        "none",
-        "-no-reboot",
-        "-kernel",
-        str(image.kernel),
-        "-initrd",
-        str(image.initrd),
-        "-append",
-        append,
-        "-drive",
-        f"file={overlay},format=qcow2,if=virtio",
-        "-drive",
-        f"file={payload},format=raw,if=virtio,readonly=on",
-        "-drive",
-        f"file={results},format=raw,if=virtio",
-    ]
     result = BootResult(console_log=work / "console.log")
     started = time.monotonic()
     proc = subprocess.Popen(
@@ -405,15 +474,12 @@ def boot(
     try:
         assert proc.stdout is not None
         with result.console_log.open("w") as console:
-            for raw in proc.stdout:
-                line = raw.decode(errors="replace").rstrip("\r\n").replace("\r", "")
-                result.console.append(line)
-                console.write(line + "\n")
-                console.flush()
-                if echo is not None:
-                    echo.write(line + "\n")
-                    echo.flush()
-                _parse_marker(line, result)
+            follow_console(
+                proc.stdout,
+                result.console,
+                [console] if echo is None else [console, echo],
+                lambda line: _parse_marker(line, result),
+            )
         proc.wait(timeout=30)
     finally:
         timer.cancel()

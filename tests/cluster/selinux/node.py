@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import re
+import subprocess
 import sys
 import time
 from collections.abc import Callable
@@ -56,7 +57,19 @@ class SelinuxNode:
 
     def sh(self, script: str, check: bool = True, timeout: float = 120) -> str:
         """A shell command on the node itself (the guest's root, mount and PID namespaces)."""
-        out = self.cluster.kubectl(
+        return self._in_node(
+            ("-m", "-u", "-i", "-n", "-p", "-r", "-w"),
+            ["sh", "-c", script],
+            check=check,
+            timeout=timeout,
+        ).stdout
+
+    def _in_node(
+        self, namespaces: tuple[str, ...], command: list[str], check: bool, timeout: float
+    ) -> subprocess.CompletedProcess[str]:
+        """command run by the node shell pod in the given namespaces (nsenter flags) of the
+        guest's PID 1."""
+        return self.cluster.kubectl(
             "-n",
             SHELL_NS,
             "exec",
@@ -65,21 +78,12 @@ class SelinuxNode:
             "nsenter",
             "-t",
             "1",
-            "-m",
-            "-u",
-            "-i",
-            "-n",
-            "-p",
-            "-r",
-            "-w",
+            *namespaces,
             "--",
-            "sh",
-            "-c",
-            script,
+            *command,
             check=check,
             timeout=timeout,
         )
-        return out.stdout
 
     def mountinfo(self) -> list[str]:
         return self.sh("cat /proc/1/mountinfo").splitlines()
@@ -239,16 +243,7 @@ class SelinuxNode:
         return ""
 
     def node_ready(self) -> bool:
-        out = self.cluster.kubectl(
-            "get",
-            "node",
-            NODE_NAME,
-            "-o",
-            "jsonpath={.status.conditions[?(@.type=='Ready')].status}",
-            check=False,
-            timeout=20,
-        )
-        return out.stdout.strip() == "True"
+        return self.cluster.node_ready(NODE_NAME, timeout=20)
 
     def diagnose(self) -> str:
         pods = self.cluster.kubectl("get", "pods", "-A", "-o", "wide", check=False).stdout
@@ -374,23 +369,7 @@ class SelinuxNode:
         Returns problems found on the way (asserted by the caller)."""
         problems: list[str] = []
         if self.vm.running():
-            out = self.cluster.kubectl(
-                "-n",
-                SHELL_NS,
-                "exec",
-                SHELL_POD,
-                "--",
-                "nsenter",
-                "-t",
-                "1",
-                "-m",
-                "-r",
-                "--",
-                "touch",
-                "/run/node-stop",
-                check=False,
-                timeout=60,
-            )
+            out = self._in_node(("-m", "-r"), ["touch", "/run/node-stop"], check=False, timeout=60)
             if out.returncode != 0:
                 problems.append(f"could not ask the guest to stop: {out.stderr.strip()}")
         self.vm.stop()

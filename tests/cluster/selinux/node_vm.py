@@ -40,7 +40,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from tests.cluster.cluster import SERVICE_IP, Cluster
+from tests.cluster.cluster import SERVICE_IP, Cluster, bridge_conflist
 from tests.e2e import vm
 
 HERE = Path(__file__).resolve().parent
@@ -194,28 +194,7 @@ state = "/run/containerd"
     bin_dir = "/payload/cni"
     conf_dir = "/etc/cni/net.d"
 """)
-        (node / "10-bridge.conflist").write_text(
-            json.dumps(
-                {
-                    "cniVersion": "1.0.0",
-                    "name": "pods",
-                    "plugins": [
-                        {
-                            "type": "bridge",
-                            "bridge": "cni0",
-                            "isGateway": True,
-                            "ipMasq": False,
-                            "hairpinMode": True,
-                            "ipam": {
-                                "type": "host-local",
-                                "ranges": [[{"subnet": POD_CIDR}]],
-                                "routes": [{"dst": "0.0.0.0/0"}],
-                            },
-                        }
-                    ],
-                }
-            )
-        )
+        (node / "10-bridge.conflist").write_text(bridge_conflist(POD_CIDR))
         (node / "env").write_text(
             f"NODE_NAME={NODE_NAME}\nNODE_IP={NODE_IP}\nGUEST_ADDR={GUEST_ADDR}\n"
             f"GUEST_GATEWAY={GUEST_GATEWAY}\nGUEST_PREFIX={GUEST_NET.split('/')[1]}\n"
@@ -246,8 +225,7 @@ state = "/run/containerd"
             if name in GUEST_IMAGES:
                 place(archive.archive, tree / "images" / f"{name}.tar")
         self._configs(tree / "node")
-        shutil.copy2(HERE / "guest" / "node-init.sh", tree / "init.sh")
-        (tree / "init.sh").chmod(0o755)
+        vm.install_init(tree, HERE / "guest" / "node-init.sh")
         image = self.work / "payload.img"
         image.unlink(missing_ok=True)
         megabytes = size // 2**20 * 11 // 10 + 128
@@ -270,31 +248,11 @@ state = "/run/containerd"
         self.timings["image"] = time.monotonic() - t0
         payload = self.build_payload()
         self.timings["payload"] = time.monotonic() - t0
-        overlay = self.work / "root-overlay.qcow2"
-        overlay.unlink(missing_ok=True)
-        subprocess.run(
-            [
-                "qemu-img",
-                "create",
-                "-q",
-                "-f",
-                "qcow2",
-                "-F",
-                "raw",
-                "-b",
-                str(image.root),
-                str(overlay),
-            ],
-            check=True,
-            capture_output=True,
-        )
-        results = self.work / "results.img"
-        results.unlink(missing_ok=True)
-        subprocess.run(
-            ["mkfs.ext4", "-q", "-L", "node-results", str(results), "512M"],
-            check=True,
-            capture_output=True,
-        )
+        with (self.work / "image.log").open("a") as log:
+            overlay = vm.create_overlay(image, self.work / "root-overlay.qcow2", log)
+            results = vm.make_results_disk(
+                self.work / "results.img", log, label="node-results", size="512M"
+            )
         # The hostfwd listens on NODE_IP in the cluster's netns. Connections to it must not come
         # from NODE_IP itself: slirp passes the client's address on to the guest (only loopback
         # sources become its gateway address), and the guest, which has NODE_IP on its lo, drops
@@ -320,10 +278,6 @@ state = "/run/containerd"
                 "127.0.0.1",
             ]
         )
-        append = (
-            "console=ttyS0 root=/dev/vda rw init=/usr/local/sbin/e2e-init "
-            "security=selinux selinux=1 apparmor=0 enforcing=0 panic=-1 loglevel=4"
-        )
         netdev = (
             f"user,id=n0,restrict=on,net={GUEST_NET},host={GUEST_GATEWAY},"
             f"dhcpstart={GUEST_ADDR},"
@@ -332,42 +286,14 @@ state = "/run/containerd"
         )
         argv = [
             *self.cluster.nsenter(mount=False),
-            "qemu-system-x86_64",
-            "-accel",
-            "tcg",
-            "-m",
-            str(self.memory_mb),
-            "-smp",
-            "2",
-            "-nographic",
-            "-no-reboot",
-            "-kernel",
-            str(image.kernel),
-            "-initrd",
-            str(image.initrd),
-            "-append",
-            append,
-            # The disks use QEMU's default cache mode, cache=writeback: QEMU writes what the guest
-            # writes to the host file with plain pwrite (no O_DIRECT), so it is in the host's page
-            # cache as soon as the guest's request completes, and it fdatasyncs the file when the
-            # guest flushes (virtio-blk announces a volatile write cache, so the guest's kernel
-            # sends a flush for fsync and for every journal commit). The qcow2 overlay's own
-            # metadata (L2 tables, refcounts), held in QEMU's memory for new clusters, is written
-            # at such a flush too, in an order that keeps the image consistent. The host's page
-            # cache outlives QEMU, so a SIGKILL of QEMU (power_cut) loses exactly what a power cut
-            # loses on a disk with a write cache: the guest's page cache, and writes the guest did
-            # not flush (which may or may not have reached the file); everything the guest
-            # flushed is kept. cache=unsafe would ignore the guest's flushes and is not used.
-            "-drive",
-            f"file={overlay},format=qcow2,if=virtio",
-            "-drive",
-            f"file={payload},format=raw,if=virtio,readonly=on",
-            "-drive",
-            f"file={results},format=raw,if=virtio",
-            "-netdev",
-            netdev,
-            "-device",
-            "virtio-net-pci,netdev=n0",
+            *vm.qemu_argv(
+                image,
+                memory_mb=self.memory_mb,
+                overlay=overlay,
+                payload=payload,
+                results=results,
+                network=["-netdev", netdev, "-device", "virtio-net-pci,netdev=n0"],
+            ),
         ]
         self._qemu_argv = argv
         (self.work / "console.log").write_text("")
@@ -414,7 +340,7 @@ state = "/run/containerd"
     def power_cut(self, while_down: Callable[[], None] | None = None) -> None:
         """The node loses power: QEMU's process group (QEMU and its guestfwd's socat) is killed
         with SIGKILL while the guest runs: no shutdown, no sync, the guest's memory gone; what
-        QEMU had written to the disk files is kept (see the -drive comment in boot()). Then
+        QEMU had written to the disk files is kept (see tests/e2e/vm.py qemu_argv()). Then
         while_down, then the same disks boot again. Returns once QEMU runs again; wait for
         MARK_UP with wait_console."""
         assert self.proc is not None and self.running(), "power_cut() of a VM that is not running"
@@ -442,13 +368,11 @@ state = "/run/containerd"
     def _read_console(self) -> None:
         assert self.proc is not None and self.proc.stdout is not None
         with (self.work / "console.log").open("a") as out:
-            for raw in self.proc.stdout:
-                line = raw.decode(errors="replace").rstrip("\r\n").replace("\r", "")
-                self.console.append(line)
-                out.write(line + "\n")
-                out.flush()
-                if MARK_ENFORCE in line:
-                    self.enforce = line.split(MARK_ENFORCE, 1)[1].strip()
+            vm.follow_console(self.proc.stdout, self.console, [out], self._on_console_line)
+
+    def _on_console_line(self, line: str) -> None:
+        if MARK_ENFORCE in line:
+            self.enforce = line.split(MARK_ENFORCE, 1)[1].strip()
 
     def _reader_alive(self) -> bool:
         return self._reader is not None and self._reader.is_alive()

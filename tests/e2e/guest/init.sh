@@ -7,25 +7,17 @@ set -u
 export PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
 export HOME=/root LANG=C.UTF-8 PYTHONDONTWRITEBYTECODE=1
 
+. /payload/guest_lib.sh
+
 say() { echo "E2E-INIT: $*"; }
 finish() {
     echo "E2E-RESULT: exit=$1"
-    sync
-    umount /results 2>/dev/null
-    echo o >/proc/sysrq-trigger
-    sleep 60
+    guest_halt o
 }
 
 # The initramfs already moved /dev, /proc and /sys onto the root; mount what is missing.
-mountpoint -q /sys || mount -t sysfs sysfs /sys
-mount -t tmpfs -o mode=0755 tmpfs /run
-mount -t tmpfs tmpfs /tmp
-mkdir -p /dev/pts /dev/shm
-mount -t devpts devpts /dev/pts
-mount -t tmpfs tmpfs /dev/shm
-mount -t selinuxfs selinuxfs /sys/fs/selinux
-mkdir -p /results
-mount -t ext4 /dev/vdc /results || finish 90
+guest_early_mounts || finish 90
+guest_dev_mounts
 
 say "kernel $(uname -r); loading the SELinux policy"
 if ! load_policy -i; then

@@ -14,26 +14,18 @@ set -u
 export PATH=/payload/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
 export HOME=/root LANG=C.UTF-8
 
+. /payload/guest_lib.sh
+
 say() { echo "NODE-INIT: $(date +%T) $*"; }
 down() {
     echo "NODE-DOWN: $*"
-    sync
-    umount /results 2>/dev/null
-    echo o >/proc/sysrq-trigger
-    sleep 60
+    guest_halt o
 }
 
 . /payload/node/env
 
-mountpoint -q /sys || mount -t sysfs sysfs /sys
-mount -t tmpfs -o mode=0755 tmpfs /run
-mount -t tmpfs tmpfs /tmp
-mkdir -p /dev/pts /dev/shm
-mount -t devpts devpts /dev/pts
-mount -t tmpfs tmpfs /dev/shm
-mount -t selinuxfs selinuxfs /sys/fs/selinux
-mkdir -p /results
-mount -t ext4 /dev/vdc /results || down "no results disk"
+guest_early_mounts || down "no results disk"
+guest_dev_mounts
 mkdir -p /var/lib/node-init
 boot=$(( $(cat /var/lib/node-init/boots 2>/dev/null || echo 0) + 1 ))
 echo "$boot" >/var/lib/node-init/boots
@@ -173,10 +165,7 @@ reboot_node() {
     say "mounts left under /var/lib/kubelet: $(awk '$5 ~ "^/var/lib/kubelet/"' /proc/self/mountinfo | wc -l); loop devices: $(losetup -a | wc -l)"
     dmesg >"/results/dmesg-boot$boot.log"
     echo "NODE-REBOOTING: boot $boot ends"
-    sync
-    umount /results 2>/dev/null
-    echo b >/proc/sysrq-trigger
-    sleep 60
+    guest_halt b
 }
 
 while [ ! -e /run/node-stop ]; do
