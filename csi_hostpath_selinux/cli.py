@@ -198,15 +198,15 @@ def serve(config: DriverConfig) -> int:
     from .stop_signal import stop_signals, wait_for_stop
 
     startup_report(logging.getLogger("csi_hostpath_selinux.preflight"))
+    try:
+        driver = build(config)  # a stop signal meanwhile ends the process (the default action)
+    except EndpointError as exc:
+        logging.getLogger(__name__).error("%s", exc)
+        return 2
+    except (StateDirError, CatalogError) as exc:
+        logging.getLogger(__name__).error("%s", exc)
+        return 3
     with stop_signals() as stop_pipe:
-        try:
-            driver = build(config)
-        except EndpointError as exc:
-            logging.getLogger(__name__).error("%s", exc)
-            return 2
-        except (StateDirError, CatalogError) as exc:
-            logging.getLogger(__name__).error("%s", exc)
-            return 3
         signum = wait_for_stop(stop_pipe)
         logging.getLogger(__name__).info(
             "signal received: stopping (%s, grace %.0fs)", signum.name, config.grace_seconds

@@ -235,6 +235,32 @@ def tmpfs(path: Path, size: str, test_root: Path) -> Iterator[Path]:
         cleanup_under(test_root)
 
 
+def test_a_second_driver_waiting_for_the_state_dir_stops_on_sigterm(
+    node: Node, tmp_path: Path
+) -> None:
+    """A DaemonSet update gives up on the new pod while the old one still runs: SIGTERM ends
+    the waiting driver at once (it has not started serving), and the running one goes on."""
+    second = DriverProcess(
+        tmp_path / "second", extra_args=("--state-dir", str(node.driver.state_dir))
+    )
+    second.spawn()
+    try:
+        deadline = time.monotonic() + 30
+        while "waiting for it to exit" not in second.log() and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert "waiting for it to exit" in second.log(), second.log()
+        assert second.proc is not None
+        second.proc.send_signal(signal.SIGTERM)
+        code = second.proc.wait(10)
+    finally:
+        second.stop(signal.SIGKILL)
+    assert code == -signal.SIGTERM, second.log()
+    assert not second.socket.exists()
+    assert "reconciliation" not in second.log()
+    vol = node.csi.controller.CreateVolume(create("after-the-second", mount_cap("ext4"))).volume
+    node.csi.controller.DeleteVolume(pb.DeleteVolumeRequest(volume_id=vol.volume_id))
+
+
 def test_a_full_state_dir_keeps_unstage_working_and_the_driver_startable(
     tmp_path: Path,
 ) -> None:

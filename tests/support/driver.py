@@ -48,6 +48,22 @@ class DriverProcess:
         return self.root / "state"
 
     def start(self, timeout: float = 30.0) -> None:
+        """Start the driver and return once it answers Probe."""
+        self.spawn()
+        assert self.proc is not None
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"the driver exited with {self.proc.returncode}:\n{self.log()}")
+            if self.socket.exists():
+                with contextlib.suppress(grpc.RpcError):
+                    rpc.IdentityStub(self.channel()).Probe(pb.ProbeRequest(), timeout=2)
+                    return
+            time.sleep(0.05)
+        raise RuntimeError(f"the driver did not answer Probe within {timeout}s:\n{self.log()}")
+
+    def spawn(self) -> None:
+        """Start the driver process, without waiting for it to serve."""
         argv = [
             sys.executable,
             "-m",
@@ -65,16 +81,6 @@ class DriverProcess:
         log = open(self.log_path, "ab")  # noqa: SIM115 - handed to the child, closed by stop()
         self.proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT)
         log.close()
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"the driver exited with {self.proc.returncode}:\n{self.log()}")
-            if self.socket.exists():
-                with contextlib.suppress(grpc.RpcError):
-                    rpc.IdentityStub(self.channel()).Probe(pb.ProbeRequest(), timeout=2)
-                    return
-            time.sleep(0.05)
-        raise RuntimeError(f"the driver did not answer Probe within {timeout}s:\n{self.log()}")
 
     def channel(self) -> grpc.Channel:
         return grpc.insecure_channel(f"unix:{self.socket}")
