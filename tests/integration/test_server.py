@@ -8,7 +8,6 @@ import os
 import signal
 import socket
 import threading
-import time
 from pathlib import Path
 
 import grpc
@@ -125,9 +124,7 @@ def test_in_flight_calls_finish_during_a_graceful_stop(tmp_path: Path) -> None:
 
         worker = threading.Thread(target=slow_create)
         worker.start()
-        deadline = time.monotonic() + 30
-        while "CreateVolume request" not in driver.log() and time.monotonic() < deadline:
-            time.sleep(0.005)  # wait until the driver has the call (it logs it at -v 5)
+        driver.wait_for_log("CreateVolume request", interval=0.005)  # it logs calls at -v 5
         assert driver.proc is not None
         os.kill(driver.proc.pid, signal.SIGTERM)
         worker.join(60)

@@ -169,10 +169,7 @@ def test_a_second_driver_on_the_same_state_dir_waits_and_touches_nothing(
     thread = threading.Thread(target=start_second, daemon=True)
     thread.start()
     try:
-        deadline = time.monotonic() + 30
-        while "waiting for it to exit" not in second.log() and time.monotonic() < deadline:
-            time.sleep(0.1)
-        assert "waiting for it to exit" in second.log(), second.log()
+        second.wait_for_log("waiting for it to exit")
         # While it waits, the first driver keeps working, and the second serves nothing.
         for i in range(3):
             extra = node.csi.controller.CreateVolume(create(f"while-waiting-{i}", cap)).volume
@@ -245,10 +242,7 @@ def test_a_second_driver_waiting_for_the_state_dir_stops_on_sigterm(
     )
     second.spawn()
     try:
-        deadline = time.monotonic() + 30
-        while "waiting for it to exit" not in second.log() and time.monotonic() < deadline:
-            time.sleep(0.1)
-        assert "waiting for it to exit" in second.log(), second.log()
+        second.wait_for_log("waiting for it to exit")
         assert second.proc is not None
         second.proc.send_signal(signal.SIGTERM)
         code = second.proc.wait(10)

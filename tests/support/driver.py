@@ -99,6 +99,13 @@ class DriverProcess:
         self.proc = None
         return code
 
+    def wait_for_log(self, text: str, timeout: float = 30.0, interval: float = 0.1) -> None:
+        """Return once text is in the driver's log; AssertionError with the log after timeout."""
+        deadline = time.monotonic() + timeout
+        while text not in self.log() and time.monotonic() < deadline:
+            time.sleep(interval)
+        assert text in self.log(), f"{text!r} not in the driver's log:\n{self.log()}"
+
     def log(self) -> str:
         try:
             return self.log_path.read_text(errors="replace")[-20000:]
